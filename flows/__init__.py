@@ -1,0 +1,1 @@
+"""The jobs: ``flows/arctic.py`` (the curation flow) and its stage wiring."""

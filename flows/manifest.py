@@ -1,0 +1,119 @@
+"""``OUT/manifest.json``: per-stage rows and tokens in, out and removed by reason, the
+language mix of phase 1, the conservation check, timings, config and package versions.
+
+Everything is computed with Ray aggregations over what the stages wrote; only the small
+aggregated tables reach the driver.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import time
+
+from ray.data.aggregate import Count, Sum
+
+from flows.runtime import Run
+from operators import storage
+from operators.schema import DOC_SCHEMA, LEDGER_SCHEMA
+
+PACKAGES = ("ray", "pyarrow", "transformers", "tokenizers", "torch", "datasketch", "s3fs",
+            "xxhash")
+
+
+def _rows(ds, keys, sums=()) -> list[dict]:
+    aggs = [Count()] + [Sum(c) for c in sums]
+    return ds.groupby(keys).aggregate(*aggs).take_all()
+
+
+def phase1_counts(run: Run, stage_order: list[str]) -> dict:
+    clean = run.read("_work/clean", columns=["removed_stage", "n_tokens"])
+    input_rows = clean.count()
+    live = run.read("_work/clean", columns=["n_tokens"], live=True)
+    live_rows = live.count()
+    live_tokens = int(live.sum("n_tokens") or 0) if live_rows else 0
+    ledger = run.read("removed", columns=["stage", "reason", "n_tokens"],
+                      schema=LEDGER_SCHEMA)
+    removed: dict[str, dict[str, dict]] = {}
+    for r in _rows(ledger, ["stage", "reason"], ["n_tokens"]):
+        removed.setdefault(r["stage"], {})[r["reason"]] = {
+            "rows": int(r["count()"]), "tokens": int(r.get("sum(n_tokens)") or 0)}
+    removed_rows = sum(v["rows"] for st in removed.values() for v in st.values())
+
+    docs = run.read("phase1", columns=["lang", "n_files", "n_tokens"], schema=DOC_SCHEMA)
+    languages = {}
+    for r in _rows(docs, ["lang"], ["n_files", "n_tokens"]):
+        languages[r["lang"]] = {"documents": int(r["count()"]),
+                                "files": int(r["sum(n_files)"] or 0),
+                                "tokens": int(r["sum(n_tokens)"] or 0)}
+    doc_files = sum(v["files"] for v in languages.values())
+    doc_tokens = sum(v["tokens"] for v in languages.values())
+
+    # the funnel: rows flow through the ledger stages in order
+    funnel = []
+    rows_in = input_rows
+    dedup_removed_tokens = sum(v["tokens"] for st in stage_order[stage_order.index(
+        "basic_filters") + 1:] for v in removed.get(st, {}).values())
+    tokens_in = None
+    for st in stage_order:
+        gone = removed.get(st, {})
+        r_rows = sum(v["rows"] for v in gone.values())
+        r_tok = sum(v["tokens"] for v in gone.values())
+        if st == "basic_filters":  # first stage after token counting
+            tokens_in = live_tokens + r_tok
+        entry = {"stage": st, "rows_in": rows_in, "rows_removed": r_rows,
+                 "rows_out": rows_in - r_rows, "removed_by_reason": gone}
+        if tokens_in is not None:
+            entry.update(tokens_in=tokens_in, tokens_removed=r_tok, tokens_out=tokens_in - r_tok)
+            tokens_in -= r_tok
+        funnel.append(entry)
+        rows_in -= r_rows
+    funnel.append({"stage": "grouping", "rows_in": rows_in, "rows_out": doc_files,
+                   "rows_removed": rows_in - doc_files,
+                   "tokens_in": live_tokens - dedup_removed_tokens,
+                   "documents_out": sum(v["documents"] for v in languages.values()),
+                   "tokens_out": doc_tokens,
+                   "note": "tokens_out counts the repository and path headers too"})
+    total = sum(v["tokens"] for v in languages.values()) or 1
+    for v in languages.values():
+        v["share"] = round(v["tokens"] / total, 6)
+    return {
+        "input_rows": input_rows,
+        "funnel": funnel,
+        "removed": removed,
+        "languages": dict(sorted(languages.items())),
+        "documents": sum(v["documents"] for v in languages.values()),
+        "files_in_documents": doc_files,
+        "tokens": doc_tokens,
+        "conservation": {
+            "input_rows": input_rows, "rows_in_documents": doc_files,
+            "removed_rows": removed_rows, "ok": input_rows == doc_files + removed_rows},
+    }
+
+
+def package_versions() -> dict:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def write_manifest(run: Run, sections: dict) -> dict:
+    manifest = {
+        "format": "arctic-curator/manifest/v1",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "input": run.input_uri,
+        "output": run.output_uri,
+        "config_hash": run.config_hash,
+        "config": run.settings.public(),
+        "timings_s": run.timings,
+        "resumed_stages": run.skipped,
+        "packages": package_versions(),
+        **sections,
+    }
+    storage.write_bytes(run.fs, run.path("manifest.json"),
+                        json.dumps(manifest, indent=2, sort_keys=False).encode())
+    return manifest

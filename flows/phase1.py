@@ -1,0 +1,139 @@
+"""Phase 1 on Ray Data: the stage layer that wires :mod:`operators` into datasets.
+
+Stages, each written to storage with a ``_SUCCESS`` marker (a re-run with ``--resume``
+skips a finished stage whose config hash matches):
+
+1. ``ingest``  read every input file → content checks → language filter → token count →
+   basic filters → content hash. One streaming map; output ``_work/clean/`` holds every
+   row, removed ones as tombstones without content. Their ledger goes to
+   ``removed/ingest/``.
+2. ``exact_dedup``  only the key columns (no content) are shuffled, by content-hash bucket;
+   each bucket picks representatives and writes the others to ``removed/exact_dedup/``.
+3. ``grouping``  live file rows and the removal markers of the dedup stages are unioned and
+   grouped by (language, repository): the single content shuffle of phase 1. Each group
+   drops its marked files and builds repo documents → ``phase1/``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+import ray
+import ray.data
+
+from flows.runtime import Run
+from operators.dedup import ContentHasher, bucket_of, choose_representatives
+from operators.filters import BasicFilters, ContentChecks, LanguageFilter
+from operators.grouping import RepoDocumentBuilder, group_key_repo
+from operators.io import INPUT_SUFFIXES, FileReader
+from operators.schema import (FILE_SCHEMA, KEY_COLUMNS, LEDGER_SCHEMA, conform,
+                              tombstones_to_ledger)
+from operators import storage
+from operators.storage import list_files
+from operators.tokens import TokenCounter
+
+#: ledger stages in pipeline order (the manifest's funnel follows it)
+STAGE_ORDER = ["read", "content_checks", "language", "basic_filters", "exact_dedup"]
+DEDUP_STAGES = ["exact_dedup"]
+
+
+def _read_and_clean(batch: pa.Table, reader: FileReader, ops: list):
+    """One input file (a one-row batch of paths) → cleaned canonical batches."""
+    for table in reader(batch):
+        for op in ops:
+            table = op(table)
+        yield table
+
+
+def ingest(run: Run) -> None:
+    s = run.settings
+    files = list_files(run.in_fs, run.in_root, INPUT_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no input files ({', '.join(INPUT_SUFFIXES)}) under "
+                                f"{run.input_uri}")
+    run.log(f"ingest: {len(files)} input files under {run.input_uri}")
+    reader = FileReader(run.in_root, run.in_fs, s.read.batch_rows, s.read.strict)
+    p1 = s.phase1
+    ops = [
+        ContentChecks(max_file_bytes=p1.max_file_bytes),
+        LanguageFilter(languages=tuple(p1.languages)),
+        TokenCounter(tokenizer=s.tokenizer),
+        BasicFilters(max_line_length=p1.basic_filters.max_line_length,
+                     max_mean_line_length=p1.basic_filters.max_mean_line_length,
+                     min_alnum_fraction=p1.basic_filters.min_alnum_fraction),
+        ContentHasher(),
+    ]
+    ds = ray.data.from_items([{"path": f} for f in files],
+                             override_num_blocks=min(len(files), 4096))
+    ds = ds.map_batches(_read_and_clean, fn_kwargs={"reader": reader, "ops": ops},
+                        batch_size=1, batch_format="pyarrow")
+    run.write(ds, "_work/clean")
+    ledger = run.read("_work/clean", live=False)
+    run.write(ledger.map_batches(tombstones_to_ledger, batch_format="pyarrow"),
+              "removed/ingest")
+
+
+def exact_dedup(run: Run) -> None:
+    s = run.settings.phase1.exact_dedup
+    keys = run.read("_work/clean", columns=KEY_COLUMNS, live=True)
+    n_rows = keys.count()
+    n_buckets = max(1, math.ceil(n_rows / s.rows_per_bucket))
+    run.log(f"exact_dedup: {n_rows} live files in {n_buckets} hash bucket(s)")
+
+    def add_bucket(t: pa.Table) -> pa.Table:
+        return t.append_column("_bucket", bucket_of(t.column("content_hash"), n_buckets))
+
+    def losers(t: pa.Table) -> pa.Table:
+        return choose_representatives(t.drop_columns(["_bucket"]), "content_hash",
+                                      stage="exact_dedup", reason="exact_duplicate")
+
+    removed = (keys.map_batches(add_bucket, batch_format="pyarrow")
+               .groupby("_bucket", num_partitions=n_buckets)
+               .map_groups(losers, batch_format="pyarrow"))
+    run.write(removed, "removed/exact_dedup")
+
+
+def grouping(run: Run) -> None:
+    s = run.settings
+    g = s.phase1.grouping
+    cols = ["id", "content", "path", "n_tokens", "lang", "repo", "source"]
+
+    def prepare(t: pa.Table, drop: bool) -> pa.Table:
+        t = t.select(cols) if "content" in t.column_names else conform(
+            t, pa.schema([FILE_SCHEMA.field(c) for c in cols]))
+        t = t.set_column(t.schema.get_field_index("repo"), "repo", group_key_repo(t))
+        return t.append_column("_drop", pa.array([drop] * t.num_rows, pa.bool_()))
+
+    files = run.read("_work/clean", columns=cols, live=True)
+    files = files.map_batches(prepare, fn_kwargs={"drop": False}, batch_format="pyarrow")
+    parts = [files]
+    for stage in DEDUP_STAGES:
+        if run.exists(f"removed/{stage}"):
+            marks = run.read(f"removed/{stage}", columns=["id", "lang", "repo", "source"],
+                             schema=LEDGER_SCHEMA)
+            parts.append(marks.map_batches(prepare, fn_kwargs={"drop": True},
+                                           batch_format="pyarrow"))
+    ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    builder = RepoDocumentBuilder(tokenizer=s.tokenizer, seed=s.seed,
+                                  max_doc_tokens=g.max_doc_tokens,
+                                  repo_header=g.repo_header, file_header=g.file_header)
+    docs = ds.groupby(["lang", "repo"]).map_groups(_build_docs, fn_kwargs={"builder": builder},
+                                                   batch_format="pyarrow")
+    run.write(docs, "phase1")
+
+
+def _build_docs(group: pa.Table, builder: RepoDocumentBuilder) -> pa.Table:
+    return builder(group)
+
+
+STAGES = [("ingest", ingest), ("exact_dedup", exact_dedup), ("grouping", grouping)]
+
+
+def run_phase1(run: Run) -> None:
+    for name, fn in STAGES:
+        if name == "exact_dedup" and not run.settings.phase1.exact_dedup.enabled:
+            run.log("exact_dedup: disabled in the config")
+            storage.remove_dir(run.fs, run.path("removed/exact_dedup"))
+            continue
+        run.stage(name, fn)

@@ -1,0 +1,136 @@
+"""The run: Ray start-up, where input and output live, stage bookkeeping (timing, markers,
+resume) and dataset reads/writes under the output root. Only this layer and the stage
+modules name Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import ray
+import ray.data
+from ray.data.expressions import col
+
+from flows.settings import Settings
+from operators import storage
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def init_ray(settings: Settings, log=print) -> None:
+    """Connect to the cluster (``ray job submit``, ``RAY_ADDRESS`` or ``ray.address``), or
+    start a local Ray sized for one machine."""
+    if ray.is_initialized():
+        return
+    address = settings.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        log(f"connected to Ray at {address}: {ray.cluster_resources()}")
+        return
+    # local workers inherit the driver's environment: make the project importable there
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    kwargs = {"include_dashboard": False}
+    if settings.ray.object_store_memory_mb:
+        kwargs["object_store_memory"] = settings.ray.object_store_memory_mb * 1024 * 1024
+    if settings.ray.num_cpus:
+        kwargs["num_cpus"] = settings.ray.num_cpus
+    ray.init(**kwargs)
+    log(f"started a local Ray: {ray.cluster_resources()}")
+
+
+class Run:
+    """One run of the flow over one input and one output root."""
+
+    def __init__(self, settings: Settings, input_uri: str, log=None):
+        self.settings = settings
+        self.input_uri = input_uri
+        self.output_uri = settings.output
+        self.in_fs, self.in_root = storage.resolve(input_uri, settings.s3)
+        self.fs, self.root = storage.resolve(settings.output, settings.s3)
+        self.config_hash = settings.config_hash()
+        self.timings: dict[str, float] = {}
+        self.skipped: list[str] = []
+        self._log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+        self.t0 = time.time()
+
+    # -- logging ---------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        self._log(f"[arctic {time.time() - self.t0:7.1f}s] {msg}")
+
+    # -- paths -----------------------------------------------------------------------------
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def uri(self, rel: str) -> str:
+        return storage.join(self.output_uri, rel)
+
+    def exists(self, rel: str) -> bool:
+        return storage.exists(self.fs, self.path(rel))
+
+    def fs_arg(self):
+        """The filesystem to give Ray (None for local paths: Ray handles them itself)."""
+        return None if isinstance(self.fs, pafs.LocalFileSystem) else self.fs
+
+    # -- datasets --------------------------------------------------------------------------
+    def read(self, rel: str, columns=None, live: bool | None = None,
+             schema=None) -> ray.data.Dataset:
+        """A dataset of the Parquet files under ``rel``.
+
+        ``live``: True keeps rows no stage removed, False only the tombstones, None all.
+        With ``schema`` given, a directory without files (a stage that wrote no rows) reads
+        as an empty dataset.
+        """
+        if schema is not None and not (self.exists(rel) and storage.list_files(
+                self.fs, self.path(rel), (".parquet",))):
+            empty = schema.empty_table()
+            return ray.data.from_arrow(empty.select(columns) if columns else empty)
+        read_cols = columns
+        if live is not None and columns and "removed_stage" not in columns:
+            read_cols = list(columns) + ["removed_stage"]
+        ds = ray.data.read_parquet(self.path(rel), filesystem=self.fs_arg(), columns=read_cols)
+        if live is not None:
+            flag = col("removed_stage")
+            ds = ds.filter(expr=flag.is_null() if live else flag.is_not_null())
+            if read_cols != columns:
+                ds = ds.select_columns(columns)
+        return ds
+
+    def write(self, ds: ray.data.Dataset, rel: str) -> None:
+        """Write a dataset to ``rel`` under the output root, replacing what was there."""
+        target = self.path(rel)
+        storage.remove_dir(self.fs, target)
+        storage.ensure_dir(self.fs, target)
+        ds.write_parquet(target, filesystem=self.fs_arg(), compression="zstd")
+
+    # -- stages ----------------------------------------------------------------------------
+    def _marker(self, name: str) -> str:
+        return self.path(f"_stages/{name}/_SUCCESS")
+
+    def stage_done(self, name: str) -> bool:
+        try:
+            info = json.loads(storage.read_bytes(self.fs, self._marker(name)))
+        except (FileNotFoundError, OSError, ValueError):
+            return False
+        return info.get("config_hash") == self.config_hash
+
+    def stage(self, name: str, fn) -> None:
+        """Run a stage, timing it and recording its completion; skip it when resuming and
+        it already finished under the same config."""
+        if self.settings.resume and self.stage_done(name):
+            self.log(f"{name}: finished in an earlier run, skipped (--resume)")
+            self.skipped.append(name)
+            return
+        storage.remove_dir(self.fs, self.path(f"_stages/{name}"))
+        self.log(f"{name}: started")
+        t = time.time()
+        fn(self)
+        self.timings[name] = round(time.time() - t, 2)
+        storage.write_bytes(self.fs, self._marker(name), json.dumps(
+            {"stage": name, "config_hash": self.config_hash, "seconds": self.timings[name],
+             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode())
+        self.log(f"{name}: done in {self.timings[name]:.1f}s")

@@ -1,0 +1,232 @@
+"""Typed settings of the flow, loaded from YAML and validated with messages that name the
+setting. Defaults are the paper's (RECIPE.md) where it gives a value; the others say why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+from operators.languages import PAPER_LANGUAGES, validate_languages
+from operators.storage import S3Settings
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+EMBEDDED_CONFIG = CONFIG_DIR / "embedded.yaml"
+
+
+class SettingsError(ValueError):
+    """A configuration problem, with the dotted name of the setting at fault."""
+
+
+@dataclasses.dataclass
+class RaySettings:
+    #: None: connect to the cluster of ``ray job submit`` / ``RAY_ADDRESS``, else start a
+    #: local Ray; "auto" requires a running cluster.
+    address: str | None = None
+    #: object store of a *local* Ray (ignored on a cluster); None lets Ray pick (~30% RAM)
+    object_store_memory_mb: int | None = 2048
+    #: CPUs of a local Ray; None = all
+    num_cpus: int | None = None
+
+    def __post_init__(self):
+        if self.object_store_memory_mb is not None and self.object_store_memory_mb < 100:
+            raise SettingsError("ray.object_store_memory_mb must be >= 100")
+
+
+@dataclasses.dataclass
+class ReadSettings:
+    batch_rows: int = 1024
+    #: True: an unreadable input file stops the run; False: it is quarantined in the ledger
+    strict: bool = False
+
+    def __post_init__(self):
+        if self.batch_rows < 1:
+            raise SettingsError("read.batch_rows must be >= 1")
+
+
+@dataclasses.dataclass
+class SampleSettings:
+    """The embedded sample corpus, built from source code installed on this machine."""
+
+    max_bytes: int = 48_000_000
+    max_repo_bytes: int = 3_000_000
+    max_file_bytes: int = 1 << 20
+    #: where the corpus is cached; None = ~/.cache/arctic-curator/sample-corpus
+    cache_dir: str | None = None
+
+    def __post_init__(self):
+        if self.max_bytes <= 0 or self.max_repo_bytes <= 0:
+            raise SettingsError("sample.max_bytes and sample.max_repo_bytes must be > 0")
+
+
+@dataclasses.dataclass
+class BasicFilterSettings:
+    """StarCoder's basic filters; the defaults are StarCoder's values."""
+
+    max_line_length: int = 1000
+    max_mean_line_length: float = 100.0
+    min_alnum_fraction: float = 0.25
+
+
+@dataclasses.dataclass
+class ExactDedupSettings:
+    enabled: bool = True
+    #: target rows per shuffle bucket of the key table; the bucket count is derived from it
+    rows_per_bucket: int = 200_000
+
+    def __post_init__(self):
+        if self.rows_per_bucket < 1:
+            raise SettingsError("phase1.exact_dedup.rows_per_bucket must be >= 1")
+
+
+@dataclasses.dataclass
+class GroupingSettings:
+    #: a repository document is split at file boundaries past this many tokens
+    max_doc_tokens: int = 32768
+    repo_header: str = "<repo_name>{repo}\n"
+    file_header: str = "<file_sep>{path}\n"
+
+    def __post_init__(self):
+        if self.max_doc_tokens < 1:
+            raise SettingsError("phase1.grouping.max_doc_tokens must be >= 1")
+
+
+@dataclasses.dataclass
+class Phase1Settings:
+    #: the paper's 18 languages
+    languages: list[str] = dataclasses.field(default_factory=lambda: list(PAPER_LANGUAGES))
+    #: The Stack v1's own cap
+    max_file_bytes: int = 1 << 20
+    basic_filters: BasicFilterSettings = dataclasses.field(default_factory=BasicFilterSettings)
+    exact_dedup: ExactDedupSettings = dataclasses.field(default_factory=ExactDedupSettings)
+    grouping: GroupingSettings = dataclasses.field(default_factory=GroupingSettings)
+
+    def __post_init__(self):
+        try:
+            self.languages = validate_languages(self.languages)
+        except ValueError as exc:
+            raise SettingsError(f"phase1.languages: {exc}") from None
+        if not self.languages:
+            raise SettingsError("phase1.languages must name at least one language")
+
+
+@dataclasses.dataclass
+class Settings:
+    #: input URI (local path or s3://); None = the embedded sample corpus
+    input: str | None = None
+    output: str = "./out"
+    phases: list[str] = dataclasses.field(default_factory=lambda: ["1"])
+    seed: int = 0
+    #: see operators.tokens for the spec forms
+    tokenizer: str = "packaged:smollm2"
+    resume: bool = False
+    s3: S3Settings = dataclasses.field(default_factory=S3Settings)
+    ray: RaySettings = dataclasses.field(default_factory=RaySettings)
+    read: ReadSettings = dataclasses.field(default_factory=ReadSettings)
+    sample: SampleSettings = dataclasses.field(default_factory=SampleSettings)
+    phase1: Phase1Settings = dataclasses.field(default_factory=Phase1Settings)
+
+    KNOWN_PHASES: typing.ClassVar[tuple[str, ...]] = ("1", "2", "3", "mix")
+    #: phases this version implements; the others are refused with a clear message
+    IMPLEMENTED_PHASES: typing.ClassVar[tuple[str, ...]] = ("1",)
+
+    def __post_init__(self):
+        self.phases = [str(p).strip() for p in self.phases]
+        bad = [p for p in self.phases if p not in self.KNOWN_PHASES]
+        if bad:
+            raise SettingsError(f"phases: unknown {bad}; choose from {list(self.KNOWN_PHASES)}")
+        todo = [p for p in self.phases if p not in self.IMPLEMENTED_PHASES]
+        if todo:
+            raise SettingsError(f"phases: {todo} are not implemented yet; "
+                                f"available: {list(self.IMPLEMENTED_PHASES)}")
+
+    def public(self) -> dict:
+        """All settings as plain data with credentials removed (for manifests and logs)."""
+        data = dataclasses.asdict(self)
+        data["s3"] = self.s3.public()
+        return data
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.public(), sort_keys=True).encode()).hexdigest()
+
+
+def _build(cls, data, where: str):
+    if not isinstance(data, dict):
+        raise SettingsError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise SettingsError(f"unknown setting(s) {[_join(where, u) for u in unknown]}; "
+                            f"known in {where or 'the top level'}: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, _join(where, name))
+    try:
+        return cls(**kwargs)
+    except SettingsError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{where or 'config'}: {exc}") from None
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _coerce(tp, value, where: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value or {}, where)
+    if origin is list:
+        if not isinstance(value, list):
+            if isinstance(value, (str, int)) and where.endswith("phases"):
+                return [p for p in str(value).split(",") if p]
+            raise SettingsError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SettingsError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SettingsError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise SettingsError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def load_settings(path: str | os.PathLike | None = None, overrides: dict | None = None
+                  ) -> Settings:
+    """Settings from a YAML file (default: the embedded config), then ``overrides``."""
+    path = Path(path) if path else EMBEDDED_CONFIG
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise SettingsError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {path} is not valid YAML: {exc}") from None
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    return _build(Settings, data, "")

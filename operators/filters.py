@@ -1,0 +1,130 @@
+"""Phase-1 row filters. Each is a small callable on a file table with typed thresholds; it
+tombstones the rows it rejects with its stage and a reason (see :mod:`operators.schema`).
+
+Vectorised with Arrow compute: the per-row Python cost is a few list operations at most.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from operators.languages import PAPER_LANGUAGES, validate_languages
+from operators.schema import live_mask, mark_removed
+
+
+def _content(table: pa.Table) -> pa.ChunkedArray:
+    return pc.fill_null(table.column("content"), "")
+
+
+@dataclasses.dataclass
+class ContentChecks:
+    """Rejects unusable content: empty or whitespace-only, binary (NUL bytes), too large.
+
+    Args:
+        max_file_bytes: files larger than this (UTF-8 bytes) are removed as ``too_large``.
+            Default 1 MB, The Stack v1's own cap.
+    """
+
+    max_file_bytes: int = 1 << 20
+    stage: str = "content_checks"
+
+    def __post_init__(self):
+        if self.max_file_bytes <= 0:
+            raise ValueError(f"max_file_bytes must be > 0, got {self.max_file_bytes}")
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        content = _content(table)
+        size = pc.binary_length(content)
+        table = mark_removed(table, pc.greater(size, self.max_file_bytes), self.stage,
+                             "too_large", pc.cast(size, pa.string()))
+        content = _content(table)
+        blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(content)), 0)
+        table = mark_removed(table, blank, self.stage, "empty_content")
+        nul = pc.match_substring(_content(table), "\x00")
+        return mark_removed(table, nul, self.stage, "binary")
+
+
+@dataclasses.dataclass
+class LanguageFilter:
+    """Keeps the target languages (default: the paper's 18)."""
+
+    languages: tuple[str, ...] = PAPER_LANGUAGES
+    stage: str = "language"
+
+    def __post_init__(self):
+        self.languages = tuple(validate_languages(list(self.languages)))
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        lang = table.column("lang")
+        keep = pc.is_in(lang, value_set=pa.array(self.languages, pa.string()))
+        unknown = pc.is_null(lang)
+        table = mark_removed(table, unknown, self.stage, "unknown_language")
+        return mark_removed(table, pc.invert(pc.fill_null(keep, False)), self.stage,
+                            "language_not_targeted", lang)
+
+
+def line_stats(content: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row maximum and mean line length in characters (lines split on ``\\n``)."""
+    if isinstance(content, pa.ChunkedArray):
+        content = content.combine_chunks()
+    lines = pc.split_pattern(content, "\n")
+    counts = pc.list_value_length(lines).to_numpy(zero_copy_only=False)
+    flat = pc.utf8_length(pc.list_flatten(lines)).to_numpy(zero_copy_only=False)
+    n = len(content)
+    max_len = np.zeros(n, dtype=np.int64)
+    mean_len = np.zeros(n, dtype=np.float64)
+    nonempty = counts > 0
+    if flat.size:
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        starts = offsets[nonempty]
+        max_len[nonempty] = np.maximum.reduceat(flat, starts)
+        mean_len[nonempty] = np.add.reduceat(flat, starts) / counts[nonempty]
+    return max_len, mean_len
+
+
+def alnum_fraction(content: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Fraction of characters that are letters or digits (Unicode, as ``str.isalnum``)."""
+    chars = pc.utf8_length(content).to_numpy(zero_copy_only=False).astype(np.float64)
+    alnum = pc.count_substring_regex(content, r"[\p{L}\p{N}]").to_numpy(
+        zero_copy_only=False).astype(np.float64)
+    return np.divide(alnum, chars, out=np.zeros_like(chars), where=chars > 0)
+
+
+@dataclasses.dataclass
+class BasicFilters:
+    """StarCoder's basic filters (RECIPE.md): long lines, long mean lines, little alphanumeric
+    content. Defaults are StarCoder's: max line 1000 characters, mean line 100, alphanumeric
+    fraction 0.25."""
+
+    max_line_length: int = 1000
+    max_mean_line_length: float = 100.0
+    min_alnum_fraction: float = 0.25
+    stage: str = "basic_filters"
+
+    def __post_init__(self):
+        if self.max_line_length <= 0 or self.max_mean_line_length <= 0:
+            raise ValueError("line-length thresholds must be > 0")
+        if not 0.0 <= self.min_alnum_fraction <= 1.0:
+            raise ValueError(
+                f"min_alnum_fraction must be in [0, 1], got {self.min_alnum_fraction}")
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        live = live_mask(table).to_numpy(zero_copy_only=False)
+        if not live.any():
+            return table
+        content = _content(table)
+        max_len, mean_len = line_stats(content)
+        frac = alnum_fraction(content)
+        checks = [
+            (max_len > self.max_line_length, "max_line_length", max_len),
+            (mean_len > self.max_mean_line_length, "mean_line_length", mean_len.round(1)),
+            (frac < self.min_alnum_fraction, "alnum_fraction", frac.round(3)),
+        ]
+        for mask, reason, value in checks:
+            detail = pa.array([str(v) for v in value], pa.string())
+            table = mark_removed(table, pa.array(mask & live), self.stage, reason, detail)
+        return table
