@@ -88,7 +88,7 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     input_uri = resolve_input(settings, log)
-    init_ray(settings, log)
+    started_ray = init_ray(settings, log)
     run = Run(settings, input_uri, log)
     run.log(f"input {input_uri} → output {settings.output}; phases {','.join(settings.phases)}")
     sections = {}
@@ -102,7 +102,8 @@ def main(argv=None) -> int:
     print(f"output: {run.uri('phase1')} (documents), {run.uri('removed')} (removal ledger), "
           f"{run.uri('manifest.json')}", flush=True)
     print(f"wall time: {manifest['wall_time_s']:.1f}s", flush=True)
-    ray.shutdown()
+    if started_ray:
+        ray.shutdown()
     if "phase1" in sections and not sections["phase1"]["conservation"]["ok"]:
         print("arctic: conservation check failed: " +
               json.dumps(sections["phase1"]["conservation"]), file=sys.stderr)

@@ -11,7 +11,8 @@ import importlib.metadata
 import json
 import time
 
-from ray.data.aggregate import Count, Sum
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from flows.runtime import Run
 from operators import storage
@@ -22,16 +23,34 @@ PACKAGES = ("ray", "pyarrow", "transformers", "tokenizers", "torch", "datasketch
 
 
 def _rows(ds, keys, sums=()) -> list[dict]:
-    aggs = [Count()] + [Sum(c) for c in sums]
-    return ds.groupby(keys).aggregate(*aggs).take_all()
+    """Grouped count and sums: each block aggregates itself in a task, the driver merges
+    the per-block partials (blocks × groups rows, never the data)."""
+
+    def partial(t: pa.Table) -> pa.Table:
+        t = t.append_column("_one", pa.array([1] * t.num_rows, pa.int64()))
+        for c in sums:
+            t = t.set_column(t.schema.get_field_index(c), c, pc.fill_null(t.column(c), 0))
+        return t.group_by(keys).aggregate([("_one", "sum")] + [(c, "sum") for c in sums])
+
+    merged: dict[tuple, dict] = {}
+    for r in ds.map_batches(partial, batch_format="pyarrow", batch_size=None).iter_rows():
+        key = tuple(r[k] for k in keys)
+        m = merged.setdefault(key, {**{k: r[k] for k in keys}, "count()": 0,
+                                    **{f"sum({c})": 0 for c in sums}})
+        m["count()"] += int(r["_one_sum"])
+        for c in sums:
+            m[f"sum({c})"] += int(r[f"{c}_sum"] or 0)
+    return [merged[k] for k in sorted(merged, key=str)]
 
 
 def phase1_counts(run: Run, stage_order: list[str]) -> dict:
     clean = run.read("_work/clean", columns=["removed_stage", "n_tokens"])
-    input_rows = clean.count()
-    live = run.read("_work/clean", columns=["n_tokens"], live=True)
-    live_rows = live.count()
-    live_tokens = int(live.sum("n_tokens") or 0) if live_rows else 0
+    parts = clean.map_batches(lambda t: t.append_column(
+        "live", pc.is_null(t.column("removed_stage"))).select(["live", "n_tokens"]),
+        batch_format="pyarrow")
+    by_live = {r["live"]: r for r in _rows(parts, ["live"], ["n_tokens"])}
+    input_rows = sum(r["count()"] for r in by_live.values())
+    live_tokens = by_live.get(True, {}).get("sum(n_tokens)", 0)
     ledger = run.read("removed", columns=["stage", "reason", "n_tokens"],
                       schema=LEDGER_SCHEMA)
     removed: dict[str, dict[str, dict]] = {}

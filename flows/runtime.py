@@ -21,16 +21,17 @@ from operators import storage
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def init_ray(settings: Settings, log=print) -> None:
+def init_ray(settings: Settings, log=print) -> bool:
     """Connect to the cluster (``ray job submit``, ``RAY_ADDRESS`` or ``ray.address``), or
-    start a local Ray sized for one machine."""
+    start a local Ray sized for one machine. False when Ray was already initialised (a
+    notebook or a test), so the caller leaves it running."""
     if ray.is_initialized():
-        return
+        return False
     address = settings.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
         log(f"connected to Ray at {address}: {ray.cluster_resources()}")
-        return
+        return True
     # local workers inherit the driver's environment: make the project importable there
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
@@ -41,6 +42,7 @@ def init_ray(settings: Settings, log=print) -> None:
         kwargs["num_cpus"] = settings.ray.num_cpus
     ray.init(**kwargs)
     log(f"started a local Ray: {ray.cluster_resources()}")
+    return True
 
 
 class Run:
@@ -92,7 +94,9 @@ class Run:
         read_cols = columns
         if live is not None and columns and "removed_stage" not in columns:
             read_cols = list(columns) + ["removed_stage"]
-        ds = ray.data.read_parquet(self.path(rel), filesystem=self.fs_arg(), columns=read_cols)
+        ds = ray.data.read_parquet(self.path(rel), filesystem=self.fs_arg())
+        if read_cols:
+            ds = ds.select_columns(read_cols)
         if live is not None:
             flag = col("removed_stage")
             ds = ds.filter(expr=flag.is_null() if live else flag.is_not_null())

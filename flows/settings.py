@@ -154,7 +154,11 @@ class Settings:
         return data
 
     def config_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.public(), sort_keys=True).encode()).hexdigest()
+        """Hash of the settings that shape the output (not ``resume``, which only says how
+        to run)."""
+        data = self.public()
+        data.pop("resume", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def _build(cls, data, where: str):

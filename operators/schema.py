@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 #: (see :func:`operators.io.make_ids`); ``blob_sha`` keeps the git blob hash (The Stack's
 #: ``hexsha``), which is *not* unique in raw crawls.
 FILE_SCHEMA = pa.schema([
-    pa.field("id", pa.string(), nullable=False),
+    pa.field("id", pa.string()),
     pa.field("content", pa.large_string()),
     pa.field("lang", pa.string()),
     pa.field("repo", pa.string()),
@@ -37,7 +37,7 @@ FILE_SCHEMA = pa.schema([
 #: One removed row (``OUT/removed/``). ``duplicate_of`` names the kept representative for
 #: duplicates; ``detail`` carries stage-specific context (the error text, the benchmark...).
 LEDGER_SCHEMA = pa.schema([
-    pa.field("id", pa.string(), nullable=False),
+    pa.field("id", pa.string()),
     pa.field("repo", pa.string()),
     pa.field("path", pa.string()),
     pa.field("lang", pa.string()),
@@ -52,7 +52,7 @@ LEDGER_SCHEMA = pa.schema([
 
 #: One repository-level document of phase 1 (``OUT/phase1/``).
 DOC_SCHEMA = pa.schema([
-    pa.field("doc_id", pa.string(), nullable=False),
+    pa.field("doc_id", pa.string()),
     pa.field("text", pa.large_string()),
     pa.field("phase", pa.int8()),
     pa.field("lang", pa.string()),

@@ -1,0 +1,60 @@
+"""Shared fixtures: one local Ray for the session, an S3 server on 127.0.0.1 (moto's
+server mode), and the small Stack-layout corpus of tests/corpus.py."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    ray.init(num_cpus=2, object_store_memory=1 << 30, include_dashboard=False,
+             log_to_driver=False)
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API on 127.0.0.1; yields its endpoint URL and test credentials."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    creds = {"endpoint_url": f"http://127.0.0.1:{port}", "access_key_id": "AKIATESTKEY7Q2X",
+             "secret_access_key": "s3cr3t-Value-9fK2pLx", "region": "us-east-1"}
+    yield creds
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_corpus(tmp_path_factory):
+    from corpus import make_stack_corpus
+
+    root = tmp_path_factory.mktemp("stack")
+    expected = make_stack_corpus(str(root))
+    return root, expected

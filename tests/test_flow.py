@@ -1,0 +1,139 @@
+"""The flow end to end on a local Ray: local files and a real S3 server (moto, 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pytest
+import yaml
+
+from flows.arctic import main
+from flows.settings import SettingsError, load_settings
+
+pytestmark = pytest.mark.slow
+
+
+def check_outcome(docs, ledger, expected):
+    """Every input row is in exactly one place, with the expected fate."""
+    doc_ids = [i for ids in docs.column("file_ids").to_pylist() for i in ids]
+    led_ids = ledger.column("id").to_pylist()
+    assert len(doc_ids) == len(set(doc_ids)), "a file is in two documents"
+    assert len(led_ids) == len(set(led_ids)), "a row is removed twice"
+    assert not set(doc_ids) & set(led_ids), "a row is both kept and removed"
+    assert set(doc_ids) | set(led_ids) == set(expected), "rows appeared or vanished"
+    reasons = dict(zip(led_ids, ledger.column("reason").to_pylist()))
+    for rid, (state, reason) in expected.items():
+        if state == "kept":
+            assert rid in doc_ids, rid
+        else:
+            assert reasons.get(rid) == reason, (rid, reasons.get(rid), reason)
+
+
+def test_settings_validation_names_the_setting(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("phase1:\n  basic_filters:\n    max_line_lenght: 10\n")
+    with pytest.raises(SettingsError, match="phase1.basic_filters.max_line_lenght"):
+        load_settings(bad)
+    bad.write_text("phase1:\n  languages: [Python, Klingon]\n")
+    with pytest.raises(SettingsError, match="Klingon"):
+        load_settings(bad)
+    bad.write_text("read:\n  batch_rows: many\n")
+    with pytest.raises(SettingsError, match="read.batch_rows: expected an integer"):
+        load_settings(bad)
+    with pytest.raises(SettingsError, match="phases"):
+        load_settings(None, {"phases": ["7"]})
+    assert main(["--config", str(bad)]) == 2
+
+
+def test_flow_local_end_to_end_and_resume(ray_local, stack_corpus, tmp_path):
+    root, expected = stack_corpus
+    out = tmp_path / "out"
+    assert main(["--input", str(root), "--output", str(out)]) == 0
+    docs = pads.dataset(out / "phase1").to_table()
+    ledger = pads.dataset(out / "removed").to_table()
+    check_outcome(docs, ledger, expected)
+
+    # the exact-duplicate group keeps the permissive, most-starred copy
+    dups = ledger.filter(pads.field("reason") == "exact_duplicate").to_pylist()
+    assert len(dups) == 2 and len({d["duplicate_of"] for d in dups}) == 1
+    rep = dups[0]["duplicate_of"]
+    assert any(rep in ids for ids in docs.column("file_ids").to_pylist())
+    assert all(d["stage"] == "exact_dedup" for d in dups)
+    assert {d["repo"] for d in dups} == {"copycat/vendored", "small/permissive"}
+
+    # documents: language then repository, phase 1, headers
+    rows = docs.to_pylist()
+    assert {r["phase"] for r in rows} == {1}
+    assert {(r["lang"], r["repo"]) for r in rows} >= {("JavaScript", "web/app"),
+                                                    ("Go", "gopher/hello")}
+    js = next(r for r in rows if r["repo"] == "web/app")
+    assert js["text"].startswith("<repo_name>web/app\n<file_sep>src/")
+    assert js["n_tokens"] > 0 and js["n_files"] == 2
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    p1 = manifest["phase1"]
+    assert p1["conservation"]["ok"]
+    assert p1["input_rows"] == len(expected)
+    stages = [s["stage"] for s in p1["funnel"]]
+    assert stages == ["read", "content_checks", "language", "basic_filters", "exact_dedup",
+                      "grouping"]
+    by = {s["stage"]: s for s in p1["funnel"]}
+    assert by["read"]["removed_by_reason"]["malformed_json"]["rows"] == 1
+    assert by["exact_dedup"]["rows_removed"] == 2
+    assert by["exact_dedup"]["tokens_removed"] > 0
+    assert by["grouping"]["rows_out"] == p1["files_in_documents"]
+    assert p1["tokens"] == sum(r["n_tokens"] for r in rows)
+    assert "secret" not in json.dumps(manifest)
+
+    # --resume: every stage is skipped and the output is unchanged
+    assert main(["--input", str(root), "--output", str(out), "--resume"]) == 0
+    m2 = json.loads((out / "manifest.json").read_text())
+    assert m2["resumed_stages"] == ["ingest", "exact_dedup", "grouping"]
+    docs2 = pads.dataset(out / "phase1").to_table()
+    assert sorted(docs2.column("doc_id").to_pylist()) == sorted(docs.column("doc_id").to_pylist())
+    assert m2["phase1"]["conservation"] == p1["conservation"]
+
+
+def upload_dir(s3, bucket, prefix, local_root):
+    for dirpath, _, names in os.walk(local_root):
+        for name in names:
+            full = os.path.join(dirpath, name)
+            key = f"{prefix}/{os.path.relpath(full, local_root)}"
+            s3.upload_file(full, bucket, key)
+
+
+def test_flow_reads_and_writes_s3(ray_local, s3_server, stack_corpus, tmp_path):
+    import boto3
+
+    root, expected = stack_corpus
+    client = boto3.client("s3", endpoint_url=s3_server["endpoint_url"],
+                          aws_access_key_id=s3_server["access_key_id"],
+                          aws_secret_access_key=s3_server["secret_access_key"],
+                          region_name="us-east-1")
+    client.create_bucket(Bucket="corpus")
+    upload_dir(client, "corpus", "the-stack", str(root))
+    cfg = tmp_path / "s3.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "s3": {k: s3_server[k] for k in ("endpoint_url", "access_key_id",
+                                         "secret_access_key", "region")}}))
+    assert main(["--config", str(cfg), "--input", "s3://corpus/the-stack",
+                 "--output", "s3://corpus/runs/r1"]) == 0
+
+    fs = pafs.S3FileSystem(endpoint_override=s3_server["endpoint_url"].split("//")[1],
+                           scheme="http", access_key=s3_server["access_key_id"],
+                           secret_key=s3_server["secret_access_key"],
+                           region="us-east-1")
+    docs = pads.dataset("corpus/runs/r1/phase1", filesystem=fs).to_table()
+    ledger = pads.dataset("corpus/runs/r1/removed", filesystem=fs).to_table()
+    check_outcome(docs, ledger, expected)
+    with fs.open_input_stream("corpus/runs/r1/manifest.json") as f:
+        text = f.read().decode()
+    manifest = json.loads(text)
+    assert manifest["phase1"]["conservation"]["ok"]
+    assert manifest["input"] == "s3://corpus/the-stack"
+    # credentials never reach the manifest
+    assert s3_server["secret_access_key"] not in text
+    assert s3_server["access_key_id"] not in text
