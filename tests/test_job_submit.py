@@ -1,0 +1,73 @@
+"""`ray job submit --working-dir . -- python flows/arctic.py ...` against a `ray start
+--head` cluster on this machine: the production entry point works unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pyarrow.dataset as pads
+import pytest
+
+from conftest import ROOT, free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def ray_head(tmp_path_factory):
+    """A Ray head started with `ray start --head --block`; only this cluster is stopped."""
+    ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
+    port, dash = free_port(), free_port()
+    temp = tmp_path_factory.mktemp("rh")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+         "--object-store-memory=800000000", "--include-dashboard=true",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={temp}",
+         "--disable-usage-stats"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{dash}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=2):
+                break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stdout.read().decode()) from None
+            time.sleep(1)
+    else:
+        raise TimeoutError("ray head did not come up")
+    yield ray_bin, url, env
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_ray_job_submit_runs_the_flow(ray_head, stack_corpus, tmp_path):
+    ray_bin, url, env = ray_head
+    root, expected = stack_corpus
+    out = tmp_path / "job-out"
+    cmd = [ray_bin, "job", "submit", "--address", url, "--working-dir", str(ROOT), "--",
+           "python", "flows/arctic.py", "--input", str(root), "--output", str(out)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    log = res.stdout + res.stderr
+    assert res.returncode == 0, log[-5000:]
+    assert "succeeded" in log.lower(), log[-3000:]
+    assert "conservation: input rows" in log and "OK" in log
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["phase1"]["conservation"]["ok"]
+    docs = pads.dataset(out / "phase1").to_table()
+    ledger = pads.dataset(out / "removed").to_table()
+    n_docs = sum(len(x) for x in docs.column("file_ids").to_pylist())
+    assert n_docs + ledger.num_rows == len(expected)
