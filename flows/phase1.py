@@ -46,6 +46,11 @@ def _read_and_clean(batch: pa.Table, reader: FileReader, ops: list):
         yield table
 
 
+def live_rows(run: Run) -> int:
+    """Rows that survived the row-wise stages (reads one small column)."""
+    return run.read("_work/clean", columns=["removed_stage"], live=True).count()
+
+
 def ingest(run: Run) -> None:
     s = run.settings
     files = list_files(run.in_fs, run.in_root, INPUT_SUFFIXES)
@@ -77,7 +82,7 @@ def ingest(run: Run) -> None:
 def exact_dedup(run: Run) -> None:
     s = run.settings.phase1.exact_dedup
     keys = run.read("_work/clean", columns=KEY_COLUMNS, live=True)
-    n_rows = keys.count()
+    n_rows = live_rows(run)
     n_buckets = max(1, math.ceil(n_rows / s.rows_per_bucket))
     run.log(f"exact_dedup: {n_rows} live files in {n_buckets} hash bucket(s)")
 
@@ -118,7 +123,9 @@ def grouping(run: Run) -> None:
     builder = RepoDocumentBuilder(tokenizer=s.tokenizer, seed=s.seed,
                                   max_doc_tokens=g.max_doc_tokens,
                                   repo_header=g.repo_header, file_header=g.file_header)
-    docs = ds.groupby(["lang", "repo"]).map_groups(_build_docs, fn_kwargs={"builder": builder},
+    n_partitions = max(1, math.ceil(live_rows(run) / g.rows_per_partition))
+    run.log(f"grouping: {n_partitions} partition(s) by (language, repository)")
+    docs = ds.groupby(["lang", "repo"], num_partitions=n_partitions).map_groups(_build_docs, fn_kwargs={"builder": builder},
                                                    batch_format="pyarrow")
     run.write(docs, "phase1")
 

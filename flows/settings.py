@@ -92,10 +92,14 @@ class GroupingSettings:
     max_doc_tokens: int = 32768
     repo_header: str = "<repo_name>{repo}\n"
     file_header: str = "<file_sep>{path}\n"
+    #: target files per shuffle partition; the partition count grows with the corpus
+    rows_per_partition: int = 100_000
 
     def __post_init__(self):
         if self.max_doc_tokens < 1:
             raise SettingsError("phase1.grouping.max_doc_tokens must be >= 1")
+        if self.rows_per_partition < 1:
+            raise SettingsError("phase1.grouping.rows_per_partition must be >= 1")
 
 
 @dataclasses.dataclass

@@ -97,13 +97,26 @@ def tokenizer_dir(spec: str, s3=None) -> str:
 
 @functools.lru_cache(maxsize=4)
 def load_tokenizer(spec: str):
-    """The fast (Rust) tokenizer behind ``spec``; cached per process."""
+    """The fast (Rust) tokenizer behind ``spec``; cached per process. A directory with a
+    ``tokenizer.json`` loads with the ``tokenizers`` library alone (no transformers import
+    in every worker); anything else goes through ``AutoTokenizer``."""
+    where = tokenizer_dir(spec)
+    tj = os.path.join(where, "tokenizer.json")
+    if os.path.isfile(tj):
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(tj)
+        tok.no_padding()  # counts must not include padding or stop at a max length
+        tok.no_truncation()
+        return tok
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir(spec))
+    tok = AutoTokenizer.from_pretrained(where)
     backend = getattr(tok, "backend_tokenizer", None) or getattr(tok, "_tokenizer", None)
     if backend is None:
         raise TypeError(f"tokenizer {spec!r} has no fast backend; a fast tokenizer is required")
+    backend.no_padding()
+    backend.no_truncation()
     return backend
 
 

@@ -97,6 +97,15 @@ def test_flow_local_end_to_end_and_resume(ray_local, stack_corpus, tmp_path):
     assert m2["phase1"]["conservation"] == p1["conservation"]
 
 
+def s3_client(server):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=server["endpoint_url"],
+                        aws_access_key_id=server["access_key_id"],
+                        aws_secret_access_key=server["secret_access_key"],
+                        region_name="us-east-1")
+
+
 def upload_dir(s3, bucket, prefix, local_root):
     for dirpath, _, names in os.walk(local_root):
         for name in names:
@@ -106,13 +115,8 @@ def upload_dir(s3, bucket, prefix, local_root):
 
 
 def test_flow_reads_and_writes_s3(ray_local, s3_server, stack_corpus, tmp_path):
-    import boto3
-
     root, expected = stack_corpus
-    client = boto3.client("s3", endpoint_url=s3_server["endpoint_url"],
-                          aws_access_key_id=s3_server["access_key_id"],
-                          aws_secret_access_key=s3_server["secret_access_key"],
-                          region_name="us-east-1")
+    client = s3_client(s3_server)
     client.create_bucket(Bucket="corpus")
     upload_dir(client, "corpus", "the-stack", str(root))
     cfg = tmp_path / "s3.yaml"
@@ -137,3 +141,28 @@ def test_flow_reads_and_writes_s3(ray_local, s3_server, stack_corpus, tmp_path):
     # credentials never reach the manifest
     assert s3_server["secret_access_key"] not in text
     assert s3_server["access_key_id"] not in text
+
+
+def test_s3_credentials_and_endpoint_from_the_environment(s3_server, stack_corpus,
+                                                          monkeypatch):
+    """No config: credentials and endpoint come from the usual AWS variables."""
+    from operators.io import INPUT_SUFFIXES, FileReader
+    from operators.storage import S3Settings, list_files, resolve
+
+    root, _ = stack_corpus
+    client = s3_client(s3_server)
+    client.create_bucket(Bucket="envbucket")
+    client.upload_file(str(root / "data/javascript/train-00000-of-00001.parquet"),
+                       "envbucket", "stack/data/javascript/a.parquet")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret_access_key"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server["endpoint_url"])
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    fs, path = resolve("s3://envbucket/stack", S3Settings())
+    files = list_files(fs, path, INPUT_SUFFIXES)
+    assert files == ["envbucket/stack/data/javascript/a.parquet"]
+    (table,) = list(FileReader(path, fs).read_file(files[0]))
+    assert table.num_rows == 2 and set(table.column("lang").to_pylist()) == {"JavaScript"}
+    assert S3Settings(access_key_id="AKIAX", secret_access_key="zz").public()[
+        "credentials"] == "from config"
+    assert "zz" not in repr(S3Settings(access_key_id="AKIAX", secret_access_key="zz"))

@@ -32,7 +32,12 @@ def ray_head(tmp_path_factory):
         [ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
          "--object-store-memory=800000000", "--include-dashboard=true",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={temp}",
-         "--disable-usage-stats"],
+         "--disable-usage-stats",
+         # own agent ports: another Ray on this machine (the session's) holds the defaults
+         f"--dashboard-agent-listen-port={free_port()}",
+         f"--dashboard-agent-grpc-port={free_port()}",
+         f"--metrics-export-port={free_port()}",
+         f"--runtime-env-agent-port={free_port()}"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 120
@@ -60,8 +65,14 @@ def test_ray_job_submit_runs_the_flow(ray_head, stack_corpus, tmp_path):
     out = tmp_path / "job-out"
     cmd = [ray_bin, "job", "submit", "--address", url, "--working-dir", str(ROOT), "--",
            "python", "flows/arctic.py", "--input", str(root), "--output", str(out)]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    log = res.stdout + res.stderr
+    for _ in range(30):  # the head's job agent may come up after its dashboard
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        log = res.stdout + res.stderr
+        if "No available agent to submit job" not in log:
+            break
+        time.sleep(2)
+    if res.returncode != 0:
+        (tmp_path.parent / "job.log").write_text(log)
     assert res.returncode == 0, log[-5000:]
     assert "succeeded" in log.lower(), log[-3000:]
     assert "conservation: input rows" in log and "OK" in log

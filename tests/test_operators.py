@@ -244,3 +244,8 @@ def test_repo_documents_split_at_file_boundaries():
 def test_files_without_repo_group_by_source():
     t = files(content=["a", "b"], repo=[None, "o/r"], source=["data/x.parquet", "s"])
     assert group_key_repo(t).to_pylist() == ["(no repo) data/x.parquet", "o/r"]
+
+
+def test_token_counts_have_no_padding_or_truncation():
+    # the packaged MiniLM tokenizer.json pads to 128 and truncates at 512 by default
+    assert count_tokens(["hello world", "x " * 1000], "packaged:minilm") == [2, 1000]
