@@ -130,6 +130,7 @@ def write_manifest(run: Run, sections: dict) -> dict:
         "config": run.settings.public(),
         "timings_s": run.timings,
         "resumed_stages": run.skipped,
+        "stage_info": run.stage_info,
         "packages": package_versions(),
         **sections,
     }

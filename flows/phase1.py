@@ -25,8 +25,10 @@ import ray.data
 from flows.runtime import Run
 from operators.dedup import ContentHasher, bucket_of, choose_representatives
 from operators.filters import BasicFilters, ContentChecks, LanguageFilter
+from flows.near_dedup import near_dedup
 from operators.grouping import RepoDocumentBuilder, group_key_repo
 from operators.io import INPUT_SUFFIXES, FileReader
+from operators.minhash import MinHashLSH
 from operators.schema import (FILE_SCHEMA, KEY_COLUMNS, LEDGER_SCHEMA, conform,
                               tombstones_to_ledger)
 from operators import storage
@@ -34,8 +36,9 @@ from operators.storage import list_files
 from operators.tokens import TokenCounter
 
 #: ledger stages in pipeline order (the manifest's funnel follows it)
-STAGE_ORDER = ["read", "content_checks", "language", "basic_filters", "exact_dedup"]
-DEDUP_STAGES = ["exact_dedup"]
+STAGE_ORDER = ["read", "content_checks", "language", "basic_filters", "exact_dedup",
+               "near_dedup"]
+DEDUP_STAGES = ["exact_dedup", "near_dedup"]
 
 
 def _read_and_clean(batch: pa.Table, reader: FileReader, ops: list):
@@ -69,6 +72,10 @@ def ingest(run: Run) -> None:
                      min_alnum_fraction=p1.basic_filters.min_alnum_fraction),
         ContentHasher(),
     ]
+    nd = p1.near_dedup
+    if nd.enabled:  # signatures in the same pass over the content
+        ops.append(MinHashLSH(threshold=nd.threshold, num_perm=nd.num_perm, ngram=nd.ngram,
+                              seed=nd.seed, bands=nd.bands, rows=nd.rows))
     ds = ray.data.from_items([{"path": f} for f in files],
                              override_num_blocks=min(len(files), 4096))
     ds = ds.map_batches(_read_and_clean, fn_kwargs={"reader": reader, "ops": ops},
@@ -134,13 +141,20 @@ def _build_docs(group: pa.Table, builder: RepoDocumentBuilder) -> pa.Table:
     return builder(group)
 
 
-STAGES = [("ingest", ingest), ("exact_dedup", exact_dedup), ("grouping", grouping)]
+def near_dedup_stage(run: Run) -> dict:
+    return near_dedup(run, live_rows(run))
+
+
+STAGES = [("ingest", ingest), ("exact_dedup", exact_dedup), ("near_dedup", near_dedup_stage),
+          ("grouping", grouping)]
 
 
 def run_phase1(run: Run) -> None:
+    p1 = run.settings.phase1
+    enabled = {"exact_dedup": p1.exact_dedup.enabled, "near_dedup": p1.near_dedup.enabled}
     for name, fn in STAGES:
-        if name == "exact_dedup" and not run.settings.phase1.exact_dedup.enabled:
-            run.log("exact_dedup: disabled in the config")
-            storage.remove_dir(run.fs, run.path("removed/exact_dedup"))
+        if not enabled.get(name, True):
+            run.log(f"{name}: disabled in the config")
+            storage.remove_dir(run.fs, run.path(f"removed/{name}"))
             continue
         run.stage(name, fn)

@@ -56,6 +56,7 @@ class Run:
         self.fs, self.root = storage.resolve(settings.output, settings.s3)
         self.config_hash = settings.config_hash()
         self.timings: dict[str, float] = {}
+        self.stage_info: dict[str, dict] = {}
         self.skipped: list[str] = []
         self._log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         self.t0 = time.time()
@@ -126,15 +127,19 @@ class Run:
         """Run a stage, timing it and recording its completion; skip it when resuming and
         it already finished under the same config."""
         if self.settings.resume and self.stage_done(name):
+            marker = json.loads(storage.read_bytes(self.fs, self._marker(name)))
+            self.stage_info[name] = marker.get("info", {})
             self.log(f"{name}: finished in an earlier run, skipped (--resume)")
             self.skipped.append(name)
             return
         storage.remove_dir(self.fs, self.path(f"_stages/{name}"))
         self.log(f"{name}: started")
         t = time.time()
-        fn(self)
+        info = fn(self) or {}
         self.timings[name] = round(time.time() - t, 2)
+        self.stage_info[name] = info
         storage.write_bytes(self.fs, self._marker(name), json.dumps(
             {"stage": name, "config_hash": self.config_hash, "seconds": self.timings[name],
+             "info": info,
              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode())
         self.log(f"{name}: done in {self.timings[name]:.1f}s")

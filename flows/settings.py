@@ -87,6 +87,38 @@ class ExactDedupSettings:
 
 
 @dataclasses.dataclass
+class NearDedupSettings:
+    """MinHash + LSH near dedup; the defaults are BigCode's/StarCoder's code settings."""
+
+    enabled: bool = True
+    #: Jaccard similarity the LSH bands are tuned for (StarCoder: 0.7)
+    threshold: float = 0.7
+    num_perm: int = 256
+    #: tokens per shingle, tokens split on [^A-Za-z_0-9]
+    ngram: int = 5
+    seed: int = 42
+    #: override the (bands, rows) optimum for the threshold; give both or neither
+    bands: int | None = None
+    rows: int | None = None
+    #: target rows per shuffle partition (band rows, edges, ids)
+    rows_per_partition: int = 500_000
+    max_rounds: int = 60
+
+    def __post_init__(self):
+        if not 0.0 < self.threshold < 1.0:
+            raise SettingsError("phase1.near_dedup.threshold must be in (0, 1)")
+        if self.num_perm < 2 or self.ngram < 1:
+            raise SettingsError("phase1.near_dedup: num_perm must be >= 2, ngram >= 1")
+        if (self.bands is None) != (self.rows is None):
+            raise SettingsError("phase1.near_dedup: give both bands and rows, or neither")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise SettingsError("phase1.near_dedup: bands × rows must be <= num_perm")
+        if self.rows_per_partition < 1 or self.max_rounds < 1:
+            raise SettingsError("phase1.near_dedup: rows_per_partition and max_rounds "
+                                "must be >= 1")
+
+
+@dataclasses.dataclass
 class GroupingSettings:
     #: a repository document is split at file boundaries past this many tokens
     max_doc_tokens: int = 32768
@@ -110,6 +142,7 @@ class Phase1Settings:
     max_file_bytes: int = 1 << 20
     basic_filters: BasicFilterSettings = dataclasses.field(default_factory=BasicFilterSettings)
     exact_dedup: ExactDedupSettings = dataclasses.field(default_factory=ExactDedupSettings)
+    near_dedup: NearDedupSettings = dataclasses.field(default_factory=NearDedupSettings)
     grouping: GroupingSettings = dataclasses.field(default_factory=GroupingSettings)
 
     def __post_init__(self):

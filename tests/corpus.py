@@ -86,6 +86,10 @@ def make_stack_corpus(root: str) -> dict:
                         licenses=("GPL-3.0",), stars=5000))
     py_rows.append(_row(heap_src, "small/permissive", "heapq.py", "Python",
                         licenses=("Apache-2.0",), stars=1))
+    # near duplicate: argparse with a few identifiers renamed, fewer stars → removed
+    argp = dict(srcs)["argparse"]
+    py_rows.append(_row(argp.replace("formatter", "fmt", 5).replace("prefix_chars", "pchars", 3),
+                        "fork/argparse-edit", "argparse.py", "Python", stars=3))
     # 3) filter cases
     py_rows.append(_row("x = 1\n" + "y = '" + "a" * 1500 + "'\n", "bad/filters", "long.py",
                         "Python"))                                    # max line length
@@ -107,6 +111,8 @@ def make_stack_corpus(root: str) -> dict:
         path = r["max_stars_repo_path"]
         if path in reasons:
             expected[rid] = ("removed", reasons[path])
+        elif r["max_stars_repo_name"] == "fork/argparse-edit":
+            expected[rid] = ("removed", "near_duplicate")
         elif path.endswith("heapq.py"):
             # the heapq group: the original (MIT, 10 stars), small/permissive (Apache,
             # 1 star), copycat (GPL, 5000 stars) → permissive first, then stars: original

@@ -64,6 +64,14 @@ def test_flow_local_end_to_end_and_resume(ray_local, stack_corpus, tmp_path):
     assert all(d["stage"] == "exact_dedup" for d in dups)
     assert {d["repo"] for d in dups} == {"copycat/vendored", "small/permissive"}
 
+    # the edited fork of argparse is a near duplicate of the original
+    (near,) = ledger.filter(pads.field("reason") == "near_duplicate").to_pylist()
+    assert near["repo"] == "fork/argparse-edit" and near["stage"] == "near_dedup"
+    original = [rid for rid, ids in zip(docs.column("repo").to_pylist(),
+                                        docs.column("file_ids").to_pylist())
+                if near["duplicate_of"] in ids]
+    assert original and near["path"] == "argparse.py" and near["n_tokens"] > 1000
+
     # documents: language then repository, phase 1, headers
     rows = docs.to_pylist()
     assert {r["phase"] for r in rows} == {1}
@@ -79,11 +87,14 @@ def test_flow_local_end_to_end_and_resume(ray_local, stack_corpus, tmp_path):
     assert p1["input_rows"] == len(expected)
     stages = [s["stage"] for s in p1["funnel"]]
     assert stages == ["read", "content_checks", "language", "basic_filters", "exact_dedup",
-                      "grouping"]
+                      "near_dedup", "grouping"]
     by = {s["stage"]: s for s in p1["funnel"]}
     assert by["read"]["removed_by_reason"]["malformed_json"]["rows"] == 1
     assert by["exact_dedup"]["rows_removed"] == 2
     assert by["exact_dedup"]["tokens_removed"] > 0
+    assert by["near_dedup"]["rows_removed"] == 1
+    info = manifest["stage_info"]["near_dedup"]
+    assert (info["bands"], info["rows"]) == (25, 10) and info["rounds"] >= 1
     assert by["grouping"]["rows_out"] == p1["files_in_documents"]
     assert p1["tokens"] == sum(r["n_tokens"] for r in rows)
     assert "secret" not in json.dumps(manifest)
@@ -91,7 +102,7 @@ def test_flow_local_end_to_end_and_resume(ray_local, stack_corpus, tmp_path):
     # --resume: every stage is skipped and the output is unchanged
     assert main(["--input", str(root), "--output", str(out), "--resume"]) == 0
     m2 = json.loads((out / "manifest.json").read_text())
-    assert m2["resumed_stages"] == ["ingest", "exact_dedup", "grouping"]
+    assert m2["resumed_stages"] == ["ingest", "exact_dedup", "near_dedup", "grouping"]
     docs2 = pads.dataset(out / "phase1").to_table()
     assert sorted(docs2.column("doc_id").to_pylist()) == sorted(docs.column("doc_id").to_pylist())
     assert m2["phase1"]["conservation"] == p1["conservation"]

@@ -1,0 +1,122 @@
+"""Near-duplicate removal at corpus scale, as Ray Data programs.
+
+The MinHash signatures and LSH band hashes are computed in the ingest map (one pass over
+the content, see :class:`operators.minhash.MinHashLSH`) and stored with each row. This
+stage then never touches content:
+
+1. bands → buckets: (band, hash, node) rows are shuffled by (band, hash); each bucket of
+   two or more files emits star edges from its smallest node.
+2. components: large-star / small-star rounds, each a shuffle of the edge list by source
+   node, until the edge set's checksum stops changing (:mod:`operators.components`).
+   Nodes are keep-policy rank keys, so each component converges to a star centred on the
+   file to keep.
+3. ledger: star members are shuffled by id together with the key columns and the exact
+   dedup removals; members already removed as exact duplicates are left out, the rest go
+   to ``removed/near_dedup/`` with ``reason=near_duplicate`` and ``duplicate_of``.
+
+Every step is partitioned by hash into a number of partitions proportional to its rows,
+so no worker holds more than a partition, and nothing is gathered on the driver but
+per-block checksums.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flows.runtime import Run
+from flows.shuffle import partition_count, partitioned
+from operators import components as cc
+from operators.minhash import optimal_lsh
+from operators.schema import LEDGER_SCHEMA, conform
+
+JOIN_COLS = ["id", "repo", "path", "lang", "n_tokens", "size_bytes", "source"]
+
+
+def _checksum(ds) -> tuple[int, int]:
+    def part(t: pa.Table) -> pa.Table:
+        n, s = cc.edge_checksum(t)
+        return pa.table({"n": [n], "s": pa.array([s], pa.uint64())})
+
+    n, s = 0, 0
+    for r in ds.map_batches(part, batch_format="pyarrow", batch_size=None).iter_rows():
+        n += r["n"]
+        s = (s + int(r["s"])) & ((1 << 64) - 1)
+    return n, s
+
+
+def _ledger(t: pa.Table) -> pa.Table:
+    """In one id partition: near-dup members (side 0) ⋈ their key columns (side 1), minus
+    the files exact dedup removed (side 2)."""
+    side = t.column("_side")
+    members = t.filter(pc.equal(side, 0)).select(["id", "duplicate_of"])
+    keys = t.filter(pc.equal(side, 1)).select(JOIN_COLS)
+    gone = t.filter(pc.equal(side, 2)).column("id")
+    members = members.filter(pc.invert(pc.is_in(members.column("id"), value_set=gone.combine_chunks())))
+    if members.num_rows == 0:
+        return LEDGER_SCHEMA.empty_table()
+    out = members.join(keys, "id", join_type="inner")
+    out = out.append_column("stage", pa.array(["near_dedup"] * out.num_rows, pa.string()))
+    out = out.append_column("reason", pa.array(["near_duplicate"] * out.num_rows, pa.string()))
+    return conform(out, LEDGER_SCHEMA)
+
+
+def _side(t: pa.Table, side: int, schema: pa.Schema) -> pa.Table:
+    t = conform(t, schema)
+    return t.set_column(t.schema.get_field_index("_side"), "_side",
+                        pa.array([side] * t.num_rows, pa.int8()))
+
+
+JOIN_SCHEMA = pa.schema([("id", pa.string()), ("duplicate_of", pa.string()),
+                         ("repo", pa.string()), ("path", pa.string()), ("lang", pa.string()),
+                         ("n_tokens", pa.int64()), ("size_bytes", pa.int64()),
+                         ("source", pa.string()), ("_side", pa.int8())])
+
+
+def near_dedup(run: Run, live_rows: int) -> dict:
+    s = run.settings.phase1.near_dedup
+    bands, rows = (s.bands, s.rows) if s.bands else optimal_lsh(s.threshold, s.num_perm)
+    info: dict = {"threshold": s.threshold, "num_perm": s.num_perm, "ngram": s.ngram,
+                  "bands": bands, "rows": rows}
+    nodes = run.read("_work/clean", columns=["id", "license", "stars", "lsh_bands"], live=True)
+    bands_rows = nodes.map_batches(cc.explode_bands, batch_format="pyarrow")
+    n_parts = partition_count(live_rows * bands, s.rows_per_partition)
+    edges = partitioned(bands_rows, ["band", "hash"], n_parts, cc.bucket_edges)
+    edges = partitioned(edges, ["u", "v"], n_parts, cc.distinct_edges).materialize()
+    prev = _checksum(edges)
+    info["candidate_edges"] = prev[0]
+    run.log(f"near_dedup: {prev[0]} candidate edges from LSH buckets")
+    rounds = 0
+    while prev[0] > 0:
+        rounds += 1
+        if rounds > s.max_rounds:
+            raise RuntimeError(f"near_dedup: components did not converge in {s.max_rounds} "
+                               "rounds (raise phase1.near_dedup.max_rounds)")
+        e_parts = partition_count(prev[0] * 2, s.rows_per_partition)
+        step = edges.map_batches(cc.both_directions, batch_format="pyarrow")
+        step = partitioned(step, ["src"], e_parts, cc.large_star_step)
+        step = step.map_batches(cc.both_directions, batch_format="pyarrow")
+        step = partitioned(step, ["src"], e_parts, cc.small_star_step)
+        step = partitioned(step, ["u", "v"], e_parts, cc.distinct_edges).materialize()
+        cur = _checksum(step)
+        run.log(f"near_dedup: round {rounds}: {cur[0]} edges")
+        edges = step
+        if cur == prev:
+            break
+        prev = cur
+    info["rounds"] = rounds
+    members = edges.map_batches(cc.star_losers, batch_format="pyarrow")
+    keys = run.read("_work/clean", columns=JOIN_COLS, live=True)
+    parts = [members.map_batches(_side, fn_kwargs={"side": 0, "schema": JOIN_SCHEMA},
+                                 batch_format="pyarrow"),
+             keys.map_batches(_side, fn_kwargs={"side": 1, "schema": JOIN_SCHEMA},
+                              batch_format="pyarrow")]
+    if run.exists("removed/exact_dedup"):
+        gone = run.read("removed/exact_dedup", columns=["id"], schema=LEDGER_SCHEMA)
+        parts.append(gone.map_batches(_side, fn_kwargs={"side": 2, "schema": JOIN_SCHEMA},
+                                      batch_format="pyarrow"))
+    joined = parts[0].union(*parts[1:])
+    ledger = partitioned(joined, ["id"], partition_count(live_rows, s.rows_per_partition),
+                         _ledger)
+    run.write(ledger, "removed/near_dedup")
+    return info
