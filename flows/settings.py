@@ -105,14 +105,14 @@ class NearDedupSettings:
     max_rounds: int = 60
 
     def __post_init__(self):
-        if not 0.0 < self.threshold < 1.0:
-            raise SettingsError("phase1.near_dedup.threshold must be in (0, 1)")
-        if self.num_perm < 2 or self.ngram < 1:
-            raise SettingsError("phase1.near_dedup: num_perm must be >= 2, ngram >= 1")
-        if (self.bands is None) != (self.rows is None):
-            raise SettingsError("phase1.near_dedup: give both bands and rows, or neither")
-        if self.bands is not None and self.bands * self.rows > self.num_perm:
-            raise SettingsError("phase1.near_dedup: bands × rows must be <= num_perm")
+        from operators.minhash import MinHashLSH, optimal_lsh
+
+        try:  # the operator validates its own parameters
+            optimal_lsh(self.threshold, self.num_perm)
+            MinHashLSH(threshold=self.threshold, num_perm=self.num_perm, ngram=self.ngram,
+                       seed=self.seed, bands=self.bands, rows=self.rows)
+        except ValueError as exc:
+            raise SettingsError(f"phase1.near_dedup: {exc}") from None
         if self.rows_per_partition < 1 or self.max_rounds < 1:
             raise SettingsError("phase1.near_dedup: rows_per_partition and max_rounds "
                                 "must be >= 1")
