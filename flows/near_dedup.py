@@ -73,11 +73,57 @@ JOIN_SCHEMA = pa.schema([("id", pa.string()), ("duplicate_of", pa.string()),
                          ("source", pa.string()), ("_side", pa.int8())])
 
 
+SIG_JOIN = pa.schema([("u", pa.string()), ("v", pa.string()), ("sig_u", pa.list_(pa.uint64())),
+                      ("node", pa.string()), ("sig", pa.list_(pa.uint64())),
+                      ("_side", pa.int8())])
+
+
+def _sig_rows(t: pa.Table) -> pa.Table:
+    from operators.dedup import is_permissive
+
+    t = t.filter(pc.is_valid(t.column("minhash")))
+    keys = cc.rank_key(t.column("id"), is_permissive(t.column("license")), t.column("stars"))
+    return pa.table({"node": keys, "sig": t.column("minhash")})
+
+
+def _verified(run: Run, edges, live_rows: int, n_edges: int):
+    """Candidate edges whose full signatures agree on >= threshold of positions: two
+    partitioned joins (by u, then by v) of the edges with the signatures."""
+    s = run.settings.phase1.near_dedup
+    sigs = run.read("_work/clean", columns=["id", "license", "stars", "minhash"], live=True)
+    sigs = sigs.map_batches(_sig_rows, batch_format="pyarrow").map_batches(
+        _side, fn_kwargs={"side": 1, "schema": SIG_JOIN}, batch_format="pyarrow")
+    n_parts = partition_count(live_rows + n_edges, s.rows_per_partition)
+
+    def step(ds, key, out_col):
+        left = ds.map_batches(_side, fn_kwargs={"side": 0, "schema": SIG_JOIN},
+                              batch_format="pyarrow")
+        keyed = left.union(sigs).map_batches(_join_key, fn_kwargs={"key": key},
+                                             batch_format="pyarrow")
+        return partitioned(keyed, ["_k"], n_parts, _attach, {"key": key, "out_col": out_col})
+
+    with_u = step(edges, "u", "sig_u")
+    with_uv = step(with_u, "v", "sig_v")
+    return with_uv.map_batches(cc.verify_edges, fn_kwargs={"threshold": s.threshold},
+                               batch_format="pyarrow")
+
+
+def _join_key(t: pa.Table, key: str) -> pa.Table:
+    side = pc.equal(t.column("_side"), 0)
+    return t.append_column("_k", pc.if_else(side, t.column(key), t.column("node")))
+
+
+def _attach(t: pa.Table, key: str, out_col: str) -> pa.Table:
+    t = t.drop_columns(["_k"])
+    out = cc.attach_signature(t, key, out_col)
+    return out
+
+
 def near_dedup(run: Run, live_rows: int) -> dict:
     s = run.settings.phase1.near_dedup
     bands, rows = (s.bands, s.rows) if s.bands else optimal_lsh(s.threshold, s.num_perm)
     info: dict = {"threshold": s.threshold, "num_perm": s.num_perm, "ngram": s.ngram,
-                  "bands": bands, "rows": rows}
+                  "bands": bands, "rows": rows, "verify": s.verify}
     nodes = run.read("_work/clean", columns=["id", "license", "stars", "lsh_bands"], live=True)
     bands_rows = nodes.map_batches(cc.explode_bands, batch_format="pyarrow")
     n_parts = partition_count(live_rows * bands, s.rows_per_partition)
@@ -86,6 +132,11 @@ def near_dedup(run: Run, live_rows: int) -> dict:
     prev = _checksum(edges)
     info["candidate_edges"] = prev[0]
     run.log(f"near_dedup: {prev[0]} candidate edges from LSH buckets")
+    if s.verify and prev[0]:
+        edges = _verified(run, edges, live_rows, prev[0]).materialize()
+        prev = _checksum(edges)
+        info["verified_edges"] = prev[0]
+        run.log(f"near_dedup: {prev[0]} edges with estimated Jaccard >= {s.threshold}")
     rounds = 0
     while prev[0] > 0:
         rounds += 1

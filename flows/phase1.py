@@ -75,7 +75,8 @@ def ingest(run: Run) -> None:
     nd = p1.near_dedup
     if nd.enabled:  # signatures in the same pass over the content
         ops.append(MinHashLSH(threshold=nd.threshold, num_perm=nd.num_perm, ngram=nd.ngram,
-                              seed=nd.seed, bands=nd.bands, rows=nd.rows))
+                              seed=nd.seed, bands=nd.bands, rows=nd.rows,
+                              keep_signature=nd.verify))
     ds = ray.data.from_items([{"path": f} for f in files],
                              override_num_blocks=min(len(files), 4096))
     ds = ds.map_batches(_read_and_clean, fn_kwargs={"reader": reader, "ops": ops},

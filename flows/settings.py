@@ -100,6 +100,10 @@ class NearDedupSettings:
     #: override the (bands, rows) optimum for the threshold; give both or neither
     bands: int | None = None
     rows: int | None = None
+    #: verify candidate pairs by their full signatures (estimated Jaccard >= threshold)
+    #: before components: fewer false positives from band collisions, at the cost of
+    #: storing the signatures and two joins
+    verify: bool = False
     #: target rows per shuffle partition (band rows, edges, ids)
     rows_per_partition: int = 500_000
     max_rounds: int = 60

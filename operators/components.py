@@ -182,3 +182,30 @@ def star_losers(edges: pa.Table) -> pa.Table:
     """From converged star edges (centre u, member v): each member is a duplicate of its
     centre. Returns (id, duplicate_of) as file ids."""
     return pa.table({"id": id_of(edges.column("v")), "duplicate_of": id_of(edges.column("u"))})
+
+
+def attach_signature(t: pa.Table, key: str, out_col: str) -> pa.Table:
+    """In one partition: edges (``_side`` 0) get the signature of their ``key`` node from
+    the signature rows (``_side`` 1, columns ``node``, ``sig``)."""
+    side = t.column("_side").to_numpy(zero_copy_only=False)
+    edges = t.filter(pa.array(side == 0)).drop_columns(["_side", "node", "sig"])
+    if out_col in edges.column_names:
+        edges = edges.drop_columns([out_col])
+    sigs = t.filter(pa.array(side == 1))
+    pos = {k: i for i, k in enumerate(sigs.column("node").to_pylist())}
+    idx = pa.array([pos.get(k) for k in edges.column(key).to_pylist()], pa.int64())
+    return edges.append_column(out_col, sigs.column("sig").combine_chunks().take(idx))
+
+
+def verify_edges(t: pa.Table, threshold: float) -> pa.Table:
+    """Keep the candidate edges whose signatures agree on at least ``threshold`` of their
+    positions (the MinHash estimate of Jaccard similarity)."""
+    if t.num_rows == 0:
+        return EDGE_SCHEMA.empty_table()
+    a = t.column("sig_u").combine_chunks()
+    b = t.column("sig_v").combine_chunks()
+    width = len(a[0].values) if len(a) else 0
+    av = a.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+    bv = b.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+    keep = (av == bv).mean(axis=1) >= threshold
+    return t.select(["u", "v"]).filter(pa.array(keep))

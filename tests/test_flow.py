@@ -177,3 +177,15 @@ def test_s3_credentials_and_endpoint_from_the_environment(s3_server, stack_corpu
     assert S3Settings(access_key_id="AKIAX", secret_access_key="zz").public()[
         "credentials"] == "from config"
     assert "zz" not in repr(S3Settings(access_key_id="AKIAX", secret_access_key="zz"))
+
+
+def test_flow_with_candidate_verification(ray_local, stack_corpus, tmp_path):
+    root, expected = stack_corpus
+    cfg = tmp_path / "verify.yaml"
+    cfg.write_text("phase1:\n  near_dedup:\n    verify: true\n")
+    out = tmp_path / "out"
+    assert main(["--config", str(cfg), "--input", str(root), "--output", str(out)]) == 0
+    check_outcome(pads.dataset(out / "phase1").to_table(),
+                  pads.dataset(out / "removed").to_table(), expected)
+    info = json.loads((out / "manifest.json").read_text())["stage_info"]["near_dedup"]
+    assert info["verify"] and info["verified_edges"] <= info["candidate_edges"]

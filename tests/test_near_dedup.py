@@ -172,3 +172,30 @@ def test_rank_keys_order_by_license_then_stars_then_id():
     losers = cc.star_losers(cc.components_local(e)).to_pylist()
     assert {r["duplicate_of"] for r in losers} == {"d"}
     assert sorted(r["id"] for r in losers) == ["a", "b", "c", "z"]
+
+
+def test_verification_drops_band_collisions_below_threshold():
+    base = source_text()
+    lines = base.split("\n")
+    near = "\n".join(lines[:-3])                      # J close to 1
+    far = "\n".join(lines[: len(lines) // 2])          # J about 0.5
+    sigs, _ = signatures(pa.array([base, near, far]))
+    keys = ["0:a", "0:b", "0:c"]
+    sig_col = pa.array([list(map(int, s)) for s in sigs], pa.list_(pa.uint64()))
+    edges = pa.table({"u": ["0:a", "0:a"], "v": ["0:b", "0:c"]})
+
+    def join(e, key, out):
+        n = e.num_rows
+        left = e.append_column("node", pa.nulls(n, pa.string())).append_column(
+            "sig", pa.nulls(n, pa.list_(pa.uint64()))).append_column(
+            "_side", pa.array([0] * n, pa.int8()))
+        right = pa.table({"node": keys, "sig": sig_col, "_side": pa.array([1] * 3, pa.int8())})
+        for c in e.column_names:
+            right = right.append_column(c, pa.nulls(3, e.schema.field(c).type))
+        return cc.attach_signature(pa.concat_tables([left, right.select(left.column_names)]),
+                                   key, out)
+
+    both = join(join(edges, "u", "sig_u"), "v", "sig_v")
+    kept = cc.verify_edges(both, 0.7).to_pylist()
+    assert kept == [{"u": "0:a", "v": "0:b"}]
+    assert jaccard(base, far) < 0.7 <= jaccard(base, near)
