@@ -52,7 +52,8 @@ def _ledger(t: pa.Table) -> pa.Table:
     members = t.filter(pc.equal(side, 0)).select(["id", "duplicate_of"])
     keys = t.filter(pc.equal(side, 1)).select(JOIN_COLS)
     gone = t.filter(pc.equal(side, 2)).column("id")
-    members = members.filter(pc.invert(pc.is_in(members.column("id"), value_set=gone.combine_chunks())))
+    removed = pc.is_in(members.column("id"), value_set=gone.combine_chunks())
+    members = members.filter(pc.invert(removed))
     if members.num_rows == 0:
         return LEDGER_SCHEMA.empty_table()
     out = members.join(keys, "id", join_type="inner")

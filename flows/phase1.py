@@ -16,8 +16,6 @@ skips a finished stage whose config hash matches):
 
 from __future__ import annotations
 
-import math
-
 import pyarrow as pa
 import ray
 import ray.data
@@ -26,6 +24,7 @@ from flows.runtime import Run
 from operators.dedup import ContentHasher, bucket_of, choose_representatives
 from operators.filters import BasicFilters, ContentChecks, LanguageFilter
 from flows.near_dedup import near_dedup
+from flows.shuffle import partition_count
 from operators.grouping import RepoDocumentBuilder, group_key_repo
 from operators.io import INPUT_SUFFIXES, FileReader
 from operators.minhash import MinHashLSH
@@ -91,7 +90,7 @@ def exact_dedup(run: Run) -> None:
     s = run.settings.phase1.exact_dedup
     keys = run.read("_work/clean", columns=KEY_COLUMNS, live=True)
     n_rows = live_rows(run)
-    n_buckets = max(1, math.ceil(n_rows / s.rows_per_bucket))
+    n_buckets = partition_count(n_rows, s.rows_per_bucket)
     run.log(f"exact_dedup: {n_rows} live files in {n_buckets} hash bucket(s)")
 
     def add_bucket(t: pa.Table) -> pa.Table:
@@ -131,10 +130,10 @@ def grouping(run: Run) -> None:
     builder = RepoDocumentBuilder(tokenizer=s.tokenizer, seed=s.seed,
                                   max_doc_tokens=g.max_doc_tokens,
                                   repo_header=g.repo_header, file_header=g.file_header)
-    n_partitions = max(1, math.ceil(live_rows(run) / g.rows_per_partition))
+    n_partitions = partition_count(live_rows(run), g.rows_per_partition)
     run.log(f"grouping: {n_partitions} partition(s) by (language, repository)")
-    docs = ds.groupby(["lang", "repo"], num_partitions=n_partitions).map_groups(_build_docs, fn_kwargs={"builder": builder},
-                                                   batch_format="pyarrow")
+    docs = ds.groupby(["lang", "repo"], num_partitions=n_partitions).map_groups(
+        _build_docs, fn_kwargs={"builder": builder}, batch_format="pyarrow")
     run.write(docs, "phase1")
 
 

@@ -59,7 +59,8 @@ def test_tokens_match_the_bigcode_split_and_short_files_skip():
     texts = ["a_b1 c;d\n e\tf(g)", "déjà vu x y z w", "one two", ""]
     _, n = signatures(pa.array(texts))
     assert list(n) == [len([t for t in re.split(r"[^A-Za-z_0-9]+", s) if t]) for s in texts]
-    t = MinHashLSH()(pa.table({"content": texts[:3] + ["x"], "removed_stage": pa.nulls(4, pa.string())}))
+    t = MinHashLSH()(pa.table({"content": texts[:3] + ["x"],
+                               "removed_stage": pa.nulls(4, pa.string())}))
     valid = [v is not None for v in t.column("lsh_bands").to_pylist()]
     assert valid == [True, True, False, False]
 
