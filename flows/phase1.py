@@ -21,10 +21,10 @@ import ray
 import ray.data
 
 from flows.runtime import Run
-from operators.dedup import ContentHasher, bucket_of, choose_representatives
+from operators.dedup import ContentHasher, choose_representatives
 from operators.filters import BasicFilters, ContentChecks, LanguageFilter
 from flows.near_dedup import near_dedup
-from flows.shuffle import partition_count
+from flows.shuffle import partition_count, partitioned
 from operators.grouping import RepoDocumentBuilder, group_key_repo
 from operators.io import INPUT_SUFFIXES, FileReader
 from operators.minhash import MinHashLSH
@@ -93,16 +93,9 @@ def exact_dedup(run: Run) -> None:
     n_buckets = partition_count(n_rows, s.rows_per_bucket)
     run.log(f"exact_dedup: {n_rows} live files in {n_buckets} hash bucket(s)")
 
-    def add_bucket(t: pa.Table) -> pa.Table:
-        return t.append_column("_bucket", bucket_of(t.column("content_hash"), n_buckets))
-
-    def losers(t: pa.Table) -> pa.Table:
-        return choose_representatives(t.drop_columns(["_bucket"]), "content_hash",
-                                      stage="exact_dedup", reason="exact_duplicate")
-
-    removed = (keys.map_batches(add_bucket, batch_format="pyarrow")
-               .groupby("_bucket", num_partitions=n_buckets)
-               .map_groups(losers, batch_format="pyarrow"))
+    removed = partitioned(keys, ["content_hash"], n_buckets, choose_representatives,
+                          {"group_col": "content_hash", "stage": "exact_dedup",
+                           "reason": "exact_duplicate"})
     run.write(removed, "removed/exact_dedup")
 
 

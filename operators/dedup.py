@@ -92,10 +92,3 @@ def choose_representatives(table: pa.Table, group_col: str, stage: str,
     out = out.append_column("stage", pa.array([stage] * len(losers), pa.string()))
     out = out.append_column("reason", pa.array([reason] * len(losers), pa.string()))
     return conform(out, LEDGER_SCHEMA)
-
-
-def bucket_of(hashes: pa.ChunkedArray | pa.Array, n_buckets: int) -> pa.Array:
-    """A shuffle bucket per hex hash: groups are whole inside a bucket, and the number of
-    buckets grows with the corpus so that a bucket's size does not."""
-    vals = [int(h[:15], 16) % n_buckets if h else None for h in hashes.to_pylist()]
-    return pa.array(vals, pa.int64())

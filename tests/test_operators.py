@@ -9,7 +9,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from operators.dedup import (ContentHasher, bucket_of, choose_representatives,
+from operators.dedup import (ContentHasher, choose_representatives,
                              normalise_content)
 from operators.filters import BasicFilters, ContentChecks, LanguageFilter, line_stats
 from operators.grouping import RepoDocumentBuilder, group_key_repo
@@ -187,11 +187,17 @@ def test_keep_policy_permissive_then_stars_then_id():
     assert sorted(out2.column("id").to_pylist()) == ["b", "c", "d"]
 
 
-def test_buckets_are_stable_and_in_range():
-    hashes = pa.array(["ff" * 16, "00" * 16, None, "0123456789abcdef" * 2])
-    b = bucket_of(hashes, 7).to_pylist()
-    assert b[2] is None and all(0 <= x < 7 for x in b if x is not None)
-    assert bucket_of(hashes, 7).to_pylist() == b
+def test_hash_partitions_are_stable_and_in_range():
+    from flows.shuffle import hash_partition
+
+    t = pa.table({"content_hash": ["ff" * 16, "00" * 16, None, "0123456789abcdef" * 2],
+                  "band": pa.array([3, 3, 7, 9], pa.int32())})
+    for cols in (["content_hash"], ["band"], ["band", "content_hash"]):
+        b = hash_partition(t, cols, 7).to_pylist()
+        assert all(0 <= x < 7 for x in b)
+        assert hash_partition(t, cols, 7).to_pylist() == b
+    assert hash_partition(t, ["band"], 7).to_pylist()[0] == hash_partition(
+        t, ["band"], 7).to_pylist()[1]
 
 
 # -- grouping ----------------------------------------------------------------------------
