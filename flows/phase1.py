@@ -53,34 +53,41 @@ def live_rows(run: Run) -> int:
     return run.read("_work/clean", columns=["removed_stage"], live=True).count()
 
 
-def ingest(run: Run) -> None:
-    s = run.settings
+def read_files(run: Run, ops: list) -> ray.data.Dataset:
+    """Every input file, one read task each, through the row-wise operators ``ops``."""
     files = list_files(run.in_fs, run.in_root, INPUT_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"no input files ({', '.join(INPUT_SUFFIXES)}) under "
                                 f"{run.input_uri}")
     run.log(f"ingest: {len(files)} input files under {run.input_uri}")
+    s = run.settings
     reader = FileReader(run.in_root, run.in_fs, s.read.batch_rows, s.read.strict)
-    p1 = s.phase1
+    ds = ray.data.from_items([{"path": f} for f in files],
+                             override_num_blocks=min(len(files), 4096))
+    return ds.map_batches(_read_and_clean, fn_kwargs={"reader": reader, "ops": ops},
+                          batch_size=1, batch_format="pyarrow")
+
+
+def minhash_op(run: Run) -> MinHashLSH:
+    nd = run.settings.phase1.near_dedup
+    return MinHashLSH(threshold=nd.threshold, num_perm=nd.num_perm, ngram=nd.ngram,
+                      seed=nd.seed, bands=nd.bands, rows=nd.rows, keep_signature=nd.verify)
+
+
+def ingest(run: Run) -> None:
+    p1 = run.settings.phase1
     ops = [
         ContentChecks(max_file_bytes=p1.max_file_bytes),
         LanguageFilter(languages=tuple(p1.languages)),
-        TokenCounter(tokenizer=s.tokenizer),
+        TokenCounter(tokenizer=run.settings.tokenizer),
         BasicFilters(max_line_length=p1.basic_filters.max_line_length,
                      max_mean_line_length=p1.basic_filters.max_mean_line_length,
                      min_alnum_fraction=p1.basic_filters.min_alnum_fraction),
         ContentHasher(),
     ]
-    nd = p1.near_dedup
-    if nd.enabled:  # signatures in the same pass over the content
-        ops.append(MinHashLSH(threshold=nd.threshold, num_perm=nd.num_perm, ngram=nd.ngram,
-                              seed=nd.seed, bands=nd.bands, rows=nd.rows,
-                              keep_signature=nd.verify))
-    ds = ray.data.from_items([{"path": f} for f in files],
-                             override_num_blocks=min(len(files), 4096))
-    ds = ds.map_batches(_read_and_clean, fn_kwargs={"reader": reader, "ops": ops},
-                        batch_size=1, batch_format="pyarrow")
-    run.write(ds, "_work/clean")
+    if p1.near_dedup.enabled:  # signatures in the same pass over the content
+        ops.append(minhash_op(run))
+    run.write(read_files(run, ops), "_work/clean")
     ledger = run.read("_work/clean", live=False)
     run.write(ledger.map_batches(tombstones_to_ledger, batch_format="pyarrow"),
               "removed/ingest")

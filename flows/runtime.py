@@ -10,10 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import ray
 import ray.data
-from ray.data.expressions import col
+from ray.data.context import ShuffleStrategy
 
 from flows.settings import Settings
 from operators import storage
@@ -60,6 +63,8 @@ class Run:
         self.skipped: list[str] = []
         self._log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         self.t0 = time.time()
+        ctx = ray.data.DataContext.get_current()
+        ctx.shuffle_strategy = ShuffleStrategy(settings.ray.shuffle_strategy)
 
     # -- logging ---------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -81,29 +86,29 @@ class Run:
 
     # -- datasets --------------------------------------------------------------------------
     def read(self, rel: str, columns=None, live: bool | None = None,
-             schema=None) -> ray.data.Dataset:
-        """A dataset of the Parquet files under ``rel``.
+             schema: pa.Schema | None = None) -> ray.data.Dataset:
+        """A dataset of the Parquet files under ``rel``: one task per file, streaming it in
+        record batches (``read.batch_rows`` rows when ``content`` is read, more otherwise).
 
         ``live``: True keeps rows no stage removed, False only the tombstones, None all.
-        With ``schema`` given, a directory without files (a stage that wrote no rows) reads
-        as an empty dataset.
+        With ``schema`` given, rows are conformed to it (selected ``columns``), and a
+        directory without files (a stage that wrote no rows) reads as an empty dataset.
         """
-        if schema is not None and not (self.exists(rel) and storage.list_files(
-                self.fs, self.path(rel), (".parquet",))):
-            empty = schema.empty_table()
-            return ray.data.from_arrow(empty.select(columns) if columns else empty)
-        read_cols = columns
-        if live is not None and columns and "removed_stage" not in columns:
-            read_cols = list(columns) + ["removed_stage"]
-        ds = ray.data.read_parquet(self.path(rel), filesystem=self.fs_arg())
-        if read_cols:
-            ds = ds.select_columns(read_cols)
-        if live is not None:
-            flag = col("removed_stage")
-            ds = ds.filter(expr=flag.is_null() if live else flag.is_not_null())
-            if read_cols != columns:
-                ds = ds.select_columns(columns)
-        return ds
+        files = (storage.list_files(self.fs, self.path(rel), (".parquet",))
+                 if self.exists(rel) else [])
+        target = schema.empty_table().select(columns).schema if (
+            schema is not None and columns) else schema
+        if not files:
+            if target is None:
+                raise FileNotFoundError(f"no Parquet files under {self.uri(rel)}")
+            return ray.data.from_arrow(target.empty_table())
+        rows = (self.settings.read.batch_rows if columns is None or "content" in columns
+                else 65536)
+        ds = ray.data.from_items([{"path": f} for f in files],
+                                 override_num_blocks=min(len(files), 4096))
+        return ds.map_batches(_read_parquet_files, batch_size=1, batch_format="pyarrow",
+                              fn_kwargs={"fs": self.fs, "columns": columns, "live": live,
+                                         "schema": target, "rows": rows})
 
     def write(self, ds: ray.data.Dataset, rel: str) -> None:
         """Write a dataset to ``rel`` under the output root, replacing what was there."""
@@ -143,3 +148,26 @@ class Run:
              "info": info,
              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode())
         self.log(f"{name}: done in {self.timings[name]:.1f}s")
+
+
+def _read_parquet_files(batch: pa.Table, fs: pafs.FileSystem, columns, live, schema,
+                        rows: int):
+    from operators.schema import conform
+
+    read_cols = columns
+    if live is not None and columns and "removed_stage" not in columns:
+        read_cols = list(columns) + ["removed_stage"]
+    for path in batch.column("path").to_pylist():
+        with fs.open_input_file(path) as f:
+            pf = pq.ParquetFile(f)
+            for b in pf.iter_batches(batch_size=rows, columns=read_cols):
+                t = pa.Table.from_batches([b])
+                if live is not None:
+                    flag = pc.is_null(t.column("removed_stage"))
+                    t = t.filter(flag if live else pc.invert(flag))
+                if columns:
+                    t = t.select(columns)
+                if schema is not None:
+                    t = conform(t, schema)
+                if t.num_rows:
+                    yield t

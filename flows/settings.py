@@ -34,8 +34,19 @@ class RaySettings:
     object_store_memory_mb: int | None = 2048
     #: CPUs of a local Ray; None = all
     num_cpus: int | None = None
+    #: Ray Data's shuffle for the partitioned steps (dedup, components, grouping), one of
+    #: sort_shuffle_pull_based, sort_shuffle_push_based, hash_shuffle, shuffle_v2. The
+    #: task-based sort shuffle has the least fixed cost per shuffle (no aggregator actors
+    #: to start), which matters for the many small shuffles of the component rounds.
+    shuffle_strategy: str = "sort_shuffle_pull_based"
 
     def __post_init__(self):
+        from ray.data.context import ShuffleStrategy
+
+        known = [s.value for s in ShuffleStrategy]
+        if self.shuffle_strategy not in known:
+            raise SettingsError(f"ray.shuffle_strategy: {self.shuffle_strategy!r} is not one "
+                                f"of {known}")
         if self.object_store_memory_mb is not None and self.object_store_memory_mb < 100:
             raise SettingsError("ray.object_store_memory_mb must be >= 100")
 

@@ -45,6 +45,8 @@ def test_settings_validation_names_the_setting(tmp_path):
         load_settings(bad)
     with pytest.raises(SettingsError, match="phases"):
         load_settings(None, {"phases": ["7"]})
+    with pytest.raises(SettingsError, match="ray.shuffle_strategy"):
+        load_settings(None, {"ray": {"shuffle_strategy": "shuffle_by_hand"}})
     assert main(["--config", str(bad)]) == 2
 
 

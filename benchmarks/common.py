@@ -1,0 +1,219 @@
+"""What the benchmarks share: the multi-version corpus, its scaled copies, and a sampler of
+peak memory per worker process.
+
+Corpus: source distributions of real packages at several versions (natural near
+duplicates), unpacked into The Stack v1 layout, one repository per package version.
+Scaled corpus ×k: k copies of it, copy c>0 with every ASCII letter passed through a
+seeded permutation (the same within a copy), so each copy keeps the near-duplicate
+structure of the original, file sizes and token shapes, but shares no shingles with the
+other copies: k× the data and k× the work, not k× one cluster.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import string
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from operators.languages import language_from_path, stack_slug  # noqa: E402
+from operators.sample_corpus import git_blob_sha  # noqa: E402
+from operators.tokens import CACHE_DIR  # noqa: E402
+
+SDISTS = ["requests==2.25.1", "requests==2.28.2", "requests==2.31.0", "requests==2.32.3",
+          "urllib3==1.26.18", "urllib3==2.0.7", "urllib3==2.2.3", "click==7.1.2",
+          "click==8.0.4", "click==8.1.7", "flask==2.0.3", "flask==2.3.3", "flask==3.0.3",
+          "attrs==22.2.0", "attrs==23.2.0", "six==1.15.0", "six==1.16.0", "jinja2==3.0.3",
+          "jinja2==3.1.4"]
+SDIST_DIR = Path(CACHE_DIR) / "bench-sdists"
+CORPUS_DIR = Path(CACHE_DIR) / "bench-corpus-versions"
+
+
+def download(sdist_dir: Path = SDIST_DIR) -> list[Path]:
+    sdist_dir.mkdir(parents=True, exist_ok=True)
+    for spec in SDISTS:
+        name, version = spec.split("==")
+        if any(sdist_dir.glob(f"{name}-{version}.*")) or any(
+                sdist_dir.glob(f"{name.capitalize()}-{version}.*")):
+            continue
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                        "--no-binary", ":all:", spec, "-d", str(sdist_dir)], check=True)
+    return sorted(p for p in sdist_dir.iterdir() if p.name.endswith((".tar.gz", ".zip")))
+
+
+def build_corpus(sdists: list[Path], out: Path = CORPUS_DIR) -> Path:
+    if (out / "_SUCCESS").exists():
+        return out
+    rows = collections.defaultdict(list)
+    for sd in sdists:
+        repo = "pypi-versions/" + sd.name.rsplit(".tar.gz", 1)[0]
+        with tarfile.open(sd) as tar:
+            for m in tar.getmembers():
+                if not m.isfile() or language_from_path(m.name) is None:
+                    continue
+                data = tar.extractfile(m).read()
+                try:
+                    text = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    continue
+                path = m.name.split("/", 1)[1] if "/" in m.name else m.name
+                lang = language_from_path(path)
+                rows[lang].append({"hexsha": git_blob_sha(data), "size": len(data),
+                                   "ext": os.path.splitext(path)[1].lstrip("."), "lang": lang,
+                                   "max_stars_repo_path": path, "max_stars_repo_name": repo,
+                                   "max_stars_repo_licenses": ["MIT"], "max_stars_count": 0,
+                                   "content": text})
+    for lang, rs in rows.items():
+        d = out / "data" / stack_slug(lang)
+        d.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rs), d / "train-00000-of-00001.parquet")
+    (out / "_SUCCESS").touch()
+    return out
+
+
+def base_corpus() -> Path:
+    return build_corpus(download())
+
+
+def _cipher(copy: int) -> dict[int, int]:
+    if copy == 0:
+        return {}
+    rng = random.Random(copy)
+    table = {}
+    for alphabet in (string.ascii_lowercase, string.ascii_uppercase):
+        shuffled = list(alphabet)
+        rng.shuffle(shuffled)
+        table.update(str.maketrans(alphabet, "".join(shuffled)))
+    return table
+
+
+def scaled_corpus(base: Path, k: int) -> Path:
+    """``k`` letter-permuted copies of ``base``, one Parquet file per copy and language."""
+    if k == 1:
+        return base
+    out = base.parent / f"{base.name}-x{k}"
+    if (out / "_SUCCESS").exists():
+        return out
+    for f in sorted(base.glob("data/*/*.parquet")):
+        t = pq.read_table(f)
+        for c in range(k):
+            table = _cipher(c)
+            content = [s.translate(table) for s in t.column("content").to_pylist()]
+            data = [s.encode() for s in content]
+            copy = t.set_column(t.schema.get_field_index("content"), "content",
+                                pa.array(content, pa.string()))
+            copy = copy.set_column(copy.schema.get_field_index("hexsha"), "hexsha",
+                                   pa.array([git_blob_sha(d) for d in data]))
+            repos = [f"{r}-copy{c}" for r in t.column("max_stars_repo_name").to_pylist()]
+            copy = copy.set_column(copy.schema.get_field_index("max_stars_repo_name"),
+                                   "max_stars_repo_name", pa.array(repos))
+            d = out / f.parent.relative_to(base)
+            d.mkdir(parents=True, exist_ok=True)
+            pq.write_table(copy, d / f"train-{c:05d}-of-{k:05d}.parquet")
+    (out / "_SUCCESS").touch()
+    return out
+
+
+def corpus_mb(corpus: Path) -> float:
+    return sum(pq.read_table(f, columns=["size"]).column("size").to_numpy().sum()
+               for f in corpus.glob("data/*/*.parquet")) / 1e6
+
+
+# -- memory -----------------------------------------------------------------------------
+
+def _private_kb(pid: int) -> int:
+    """Private (unshared) resident memory of a process: its own heap, not the object-store
+    pages it maps."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return sum(int(line.split()[1]) for line in f
+                       if line.startswith(("Private_Clean:", "Private_Dirty:")))
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _children(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            kids = []
+        out += kids
+        todo += kids
+    return out
+
+
+class PeakMemory:
+    """Samples the private memory of this process's descendants that ``select`` accepts
+    (by command line) every ``interval`` seconds; ``peak_mb`` is the largest any one of
+    them reached, ``peak_total_mb`` the largest sum."""
+
+    def __init__(self, select=lambda cmd: True, interval: float = 0.2):
+        self.select, self.interval = select, interval
+        self.peak_kb = self.peak_total_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        me = os.getpid()
+        while not self._stop.is_set():
+            sizes = [_private_kb(p) for p in _children(me) if self.select(_cmdline(p))]
+            if sizes:
+                self.peak_kb = max(self.peak_kb, max(sizes))
+                self.peak_total_kb = max(self.peak_total_kb, sum(sizes))
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.peak_kb / 1024, 1)
+
+    @property
+    def peak_total_mb(self) -> float:
+        return round(self.peak_total_kb / 1024, 1)
+
+
+def ray_worker(cmd: str) -> bool:
+    """Ray task/actor worker processes (not the raylet, GCS or the driver)."""
+    return "default_worker.py" in cmd or cmd.startswith("ray::")
+
+
+def spilled_mb() -> float:
+    """Object-store bytes spilled to disk so far in the connected Ray cluster."""
+    import re
+
+    from ray._private.internal_api import memory_summary
+
+    text = memory_summary(stats_only=True)
+    m = re.search(r"Spilled (\d+) MiB", text)
+    return float(m.group(1)) if m else 0.0

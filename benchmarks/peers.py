@@ -1,0 +1,96 @@
+"""DataTrove pipelines for side-by-side runs (``pip install datatrove``).
+
+DataTrove's MinHash deduplication is four steps, each a separate executor run: (1) read the
+files and write per-task signature files per bucket, (2) match signatures within each
+bucket, (3) cluster the matches (union-find, on one CPU), (4) read the files again and
+drop the duplicates. It is configured as close to ours as it allows: 5-grams over the
+same tokens (split on ``[^A-Za-z_0-9]``), 64-bit hashes, the same bands × rows.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+TOKEN_SPLIT = re.compile(r"[^A-Za-z_0-9]+")
+
+
+def _tokenizer():
+    from datatrove.utils.word_tokenizers import WordTokenizer
+
+    class CodeTokens(WordTokenizer):
+        """The near-dedup token rule of BigCode (and ours), instead of NLTK's English."""
+
+        def word_tokenize(self, text: str) -> list[str]:
+            return [t for t in TOKEN_SPLIT.split(text) if t]
+
+        def sent_tokenize(self, text: str) -> list[str]:
+            return text.splitlines()
+
+        def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+            return [m.span() for m in re.finditer(r"[A-Za-z_0-9]+", text)]
+
+    return CodeTokens()
+
+
+def _xxh64(text: str) -> int:
+    # DataTrove 0.10 passes str to xxhash, which xxhash >= 4 refuses: encode it first.
+    import xxhash
+
+    return xxhash.xxh64_intdigest(text.encode())
+
+
+def _signature_step(output_folder: Path, config):
+    from datatrove.pipeline.dedup import MinhashDedupSignature
+
+    step = MinhashDedupSignature(output_folder=str(output_folder), config=config,
+                                 language=_tokenizer())
+    step._hash_func = _xxh64
+    return step
+
+
+def datatrove_minhash(corpus: Path, work: Path, tasks: int, bands: int, rows: int,
+                      extra_filters: list | None = None) -> dict:
+    """Run DataTrove's four MinHash steps on ``corpus``'s Parquet files; ``tasks`` worker
+    processes for the parallel steps. Returns the number of documents kept."""
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets,
+                                                  MinhashDedupCluster, MinhashDedupFilter)
+    from datatrove.pipeline.readers import ParquetReader
+    from datatrove.pipeline.writers import ParquetWriter
+    from datatrove.utils.hashing import HashConfig
+
+    config = MinhashConfig(n_grams=5, num_buckets=bands, hashes_per_bucket=rows,
+                           hash_config=HashConfig(precision=64))
+    sigs, buckets, clusters = work / "sigs", work / "buckets", work / "remove_ids"
+    logs = work / "logs"
+
+    def reader():
+        return ParquetReader(str(corpus / "data"), text_key="content", id_key="hexsha",
+                             glob_pattern="*/*.parquet")
+
+    steps = [
+        LocalPipelineExecutor(
+            pipeline=[reader(), *(extra_filters or []),
+                      _signature_step(sigs, config)],
+            tasks=tasks, workers=tasks, logging_dir=str(logs / "1")),
+        LocalPipelineExecutor(
+            pipeline=[MinhashDedupBuckets(input_folder=str(sigs), output_folder=str(buckets),
+                                          config=config)],
+            tasks=config.num_buckets, workers=tasks, logging_dir=str(logs / "2")),
+        LocalPipelineExecutor(
+            pipeline=[MinhashDedupCluster(input_folder=str(buckets),
+                                          output_folder=str(clusters), config=config)],
+            tasks=1, logging_dir=str(logs / "3")),
+        LocalPipelineExecutor(
+            pipeline=[reader(), *(extra_filters or []),
+                      MinhashDedupFilter(input_folder=str(clusters)),
+                      ParquetWriter(str(work / "deduped"))],
+            tasks=tasks, workers=tasks, logging_dir=str(logs / "4")),
+    ]
+    for step in steps:
+        step.run()
+    import pyarrow.dataset as pads
+
+    kept = pads.dataset(str(work / "deduped"), format="parquet").count_rows()
+    return {"kept": kept}
