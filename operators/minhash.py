@@ -7,7 +7,7 @@ token hashes through the splitmix64 finaliser), and each of ``num_perm`` permuta
 the universal map ``a·h + b mod 2^64`` (``a`` odd) with the minimum kept per document.
 
 The whole batch runs in one compiled pass over the Arrow content buffer (numba): no
-per-document Python, no per-shingle temporary arrays. A file with fewer than ``ngram``
+per-document Python; a document's shingle hashes go to a reused buffer. A file with fewer than ``ngram``
 tokens has no signature and takes no part in near dedup.
 
 The signature of a file is cut into ``bands`` × ``rows``; each band is hashed to 64 bits.
@@ -83,42 +83,80 @@ def _is_word(c):
     return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c == 95
 
 
+@numba.njit(cache=True, inline="always")
+def _next_token(data, i, end, lower):
+    """The token at or after ``i`` (skipping separators): (hash, index after it, found).
+    ``lower`` folds ASCII capitals first."""
+    while i < end and not _is_word(data[i]):
+        i += 1
+    if i >= end:
+        return np.uint64(0), end, False
+    h = np.uint64(0xCBF29CE484222325)  # FNV-1a
+    while i < end and _is_word(data[i]):
+        c = data[i]
+        if lower and 65 <= c <= 90:
+            c += 32
+        h = (h ^ np.uint64(c)) * np.uint64(0x100000001B3)
+        i += 1
+    return _mix(h), i, True
+
+
+@numba.njit(cache=True, inline="always")
+def _shingle(ring, count, ngram):
+    """Hash of the last ``ngram`` token hashes in the ring (oldest first)."""
+    s = np.uint64(0)
+    for j in range(ngram):
+        s ^= _rotl(ring[(count - ngram + j) % ngram], (13 * j) % 63 + 1)
+    return _mix(s + np.uint64(ngram))
+
+
+@numba.njit(cache=True, inline="always")
+def _doc_shingles(data, start, end, ngram, lower, ring, buf):
+    """Writes the shingle hashes of ``data[start:end]`` into ``buf`` (at least half the
+    bytes long); returns (shingles, tokens)."""
+    i = start
+    count = 0
+    k = 0
+    while True:
+        h, i, found = _next_token(data, i, end, lower)
+        if not found:
+            break
+        ring[count % ngram] = h
+        count += 1
+        if count >= ngram:
+            buf[k] = _shingle(ring, count, ngram)
+            k += 1
+    return k, count
+
+
 @numba.njit(cache=True)
-def _signatures(data, offsets, a, b, ngram, out, n_tokens):
-    """Per document: token count and the ``len(a)`` minima (out rows pre-filled with max)."""
+def _signatures(data, offsets, a, b, ngram, out, n_tokens, buf):
+    """Per document: token count and the ``len(a)`` minima of ``a·h + b`` over its
+    shingle hashes ``h`` (out rows pre-filled with the maximum)."""
     num_perm = a.shape[0]
     ring = np.zeros(ngram, dtype=np.uint64)
-    fnv_prime = np.uint64(0x100000001B3)
-    fnv_basis = np.uint64(0xCBF29CE484222325)
     for d in range(offsets.shape[0] - 1):
-        start, end = offsets[d], offsets[d + 1]
-        count = 0
-        h = fnv_basis
-        in_tok = False
-        i = start
-        while i <= end:
-            c = data[i] if i < end else 32  # a separator closes the last token
-            if _is_word(c):
-                h = (h ^ np.uint64(c)) * fnv_prime
-                in_tok = True
-            elif in_tok:
-                ring[count % ngram] = _mix(h)
-                count += 1
-                h = fnv_basis
-                in_tok = False
-                if count >= ngram:
-                    s = np.uint64(0)
-                    for j in range(ngram):
-                        # oldest token first: position count-ngram+j in the ring
-                        s ^= _rotl(ring[(count - ngram + j) % ngram], (13 * j) % 63 + 1)
-                    s = _mix(s + np.uint64(ngram))
-                    row = out[d]
-                    for k in range(num_perm):
-                        v = a[k] * s + b[k]
-                        if v < row[k]:
-                            row[k] = v
-            i += 1
-        n_tokens[d] = count
+        k, n_tokens[d] = _doc_shingles(data, offsets[d], offsets[d + 1], ngram, False,
+                                       ring, buf)
+        row = out[d]
+        for p in range(k):
+            s = buf[p]
+            for j in range(num_perm):
+                v = a[j] * s + b[j]
+                if v < row[j]:
+                    row[j] = v
+
+
+@numba.njit(cache=True)
+def _shingles(data, offsets, ngram, lower, out, starts):
+    """Every document's shingle hashes, concatenated into ``out`` (sized for the most
+    possible); ``starts[d + 1]`` gets the end of document ``d``'s run."""
+    ring = np.zeros(ngram, dtype=np.uint64)
+    pos = 0
+    for d in range(offsets.shape[0] - 1):
+        k, _ = _doc_shingles(data, offsets[d], offsets[d + 1], ngram, lower, ring, out[pos:])
+        pos += k
+        starts[d + 1] = pos
 
 
 @numba.njit(cache=True)
@@ -153,8 +191,27 @@ def signatures(content: pa.Array | pa.ChunkedArray, num_perm: int = 256, ngram: 
     n_tok = np.zeros(len(content), dtype=np.int64)
     if len(content):
         data, offsets = _content_buffers(content)
-        _signatures(data, offsets, a, b, ngram, out, n_tok)
+        longest = int(np.max(np.diff(offsets)))
+        buf = np.zeros(longest // 2 + 1, dtype=np.uint64)
+        _signatures(data, offsets, a, b, ngram, out, n_tok, buf)
     return out, n_tok
+
+
+def shingle_hashes(content: pa.Array | pa.ChunkedArray, ngram: int, lower: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Every document's ``ngram``-token shingle hashes (same tokens and hashing as the
+    signatures; ``lower`` folds ASCII case): (``uint64`` hashes of all documents in order,
+    ``int64[n + 1]`` offsets of each document's run)."""
+    if isinstance(content, pa.ChunkedArray):
+        content = content.combine_chunks()
+    starts = np.zeros(len(content) + 1, dtype=np.int64)
+    if not len(content):
+        return np.zeros(0, dtype=np.uint64), starts
+    data, offsets = _content_buffers(content)
+    # a token takes at least one byte and a separator: at most (bytes + 1) / 2 of them
+    out = np.zeros(int(np.sum(np.diff(offsets) // 2 + 1)), dtype=np.uint64)
+    _shingles(data, offsets, ngram, lower, out, starts)
+    return out[:starts[-1]].copy(), starts
 
 
 def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from operators.filters import alnum_fraction, line_stats
-from operators.languages import language_from_path, stack_slug
+from operators.languages import PAPER_LANGUAGES, language_from_path, stack_slug
 from operators.tokens import CACHE_DIR
 
 #: repositories that vendor other installed packages go first (natural duplicates)
@@ -91,7 +91,7 @@ def candidate_files() -> list[dict]:
 
     def add(full, repo, rel, licenses):
         real = os.path.realpath(full)
-        if real in seen or language_from_path(full) is None:
+        if real in seen or language_from_path(full) not in PAPER_LANGUAGES:
             return
         seen.add(real)
         found.append({"full": full, "repo": repo, "path": rel, "licenses": licenses})

@@ -29,6 +29,9 @@ FILE_SCHEMA = pa.schema([
     pa.field("source", pa.string()),
     pa.field("n_tokens", pa.int64()),
     pa.field("content_hash", pa.string()),
+    #: what redaction replaced in this file: (kind, count) pairs, null when nothing
+    pa.field("redactions", pa.list_(pa.struct([("kind", pa.string()),
+                                                ("count", pa.int32())]))),
     pa.field("removed_stage", pa.string()),
     pa.field("removed_reason", pa.string()),
     pa.field("removed_detail", pa.string()),

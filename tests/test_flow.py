@@ -12,6 +12,7 @@ import yaml
 
 from flows.arctic import main
 from flows.settings import SettingsError, load_settings
+from corpus import PLANTED_SECRETS
 
 pytestmark = pytest.mark.slow
 
@@ -88,8 +89,8 @@ def test_flow_local_end_to_end_and_resume(ray_local, stack_corpus, tmp_path):
     assert p1["conservation"]["ok"]
     assert p1["input_rows"] == len(expected)
     stages = [s["stage"] for s in p1["funnel"]]
-    assert stages == ["read", "content_checks", "language", "basic_filters", "exact_dedup",
-                      "near_dedup", "grouping"]
+    assert stages == ["read", "content_checks", "language", "basic_filters", "code_filters",
+                      "decontamination", "exact_dedup", "near_dedup", "grouping"]
     by = {s["stage"]: s for s in p1["funnel"]}
     assert by["read"]["removed_by_reason"]["malformed_json"]["rows"] == 1
     assert by["exact_dedup"]["rows_removed"] == 2
@@ -100,7 +101,27 @@ def test_flow_local_end_to_end_and_resume(ray_local, stack_corpus, tmp_path):
     assert info["verify"] and 1 <= info["verified_edges"] <= info["candidate_edges"]
     assert by["grouping"]["rows_out"] == p1["files_in_documents"]
     assert p1["tokens"] == sum(r["n_tokens"] for r in rows)
-    assert "secret" not in json.dumps(manifest)
+    assert "s3cr3t" not in json.dumps(manifest)
+
+    # contamination names the benchmark task; redaction keeps the file, not the values
+    (cont,) = ledger.filter(pads.field("reason") == "contamination").to_pylist()
+    assert cont["stage"] == "decontamination" and cont["detail"].startswith(
+        "humaneval:HumanEval/0 ")
+    deploy = next(r for r in rows if r["repo"] == "acme/deploy")["text"]
+    for value in PLANTED_SECRETS:
+        assert value not in deploy
+    for placeholder in ("<KEY>", "<EMAIL>", "<IP_ADDRESS>", "<PASSWORD>"):
+        assert placeholder in deploy
+    assert "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" in deploy
+    assert "support@example.com" in deploy
+    red = p1["redaction"]
+    assert red["files_redacted"] >= 1 and red["by_kind"]["email"] >= 1
+    assert red["by_kind"]["password"] == 1 and red["by_kind"]["ip_address"] == 1
+    # tokens: the funnel starts with every counted token and ends at the documents'
+    assert by["basic_filters"]["tokens_in"] == (
+        by["near_dedup"]["tokens_out"] + sum(by[s]["tokens_removed"] for s in (
+            "basic_filters", "code_filters", "decontamination", "exact_dedup", "near_dedup")))
+    assert by["grouping"]["tokens_in"] == by["near_dedup"]["tokens_out"]
 
     # --resume: every stage is skipped and the output is unchanged
     assert main(["--input", str(root), "--output", str(out), "--resume"]) == 0
@@ -176,7 +197,7 @@ def test_s3_credentials_and_endpoint_from_the_environment(s3_server, stack_corpu
     files = list_files(fs, path, INPUT_SUFFIXES)
     assert files == ["envbucket/stack/data/javascript/a.parquet"]
     (table,) = list(FileReader(path, fs).read_file(files[0]))
-    assert table.num_rows == 2 and set(table.column("lang").to_pylist()) == {"JavaScript"}
+    assert table.num_rows == 3 and set(table.column("lang").to_pylist()) == {"JavaScript"}
     assert S3Settings(access_key_id="AKIAX", secret_access_key="zz").public()[
         "credentials"] == "from config"
     assert "zz" not in repr(S3Settings(access_key_id="AKIAX", secret_access_key="zz"))

