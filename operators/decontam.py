@@ -39,7 +39,7 @@ from operators.schema import live_mask, mark_removed
 STAGE = "decontamination"
 _TOKEN = re.compile(r"[A-Za-z0-9_]+")
 _DEFINES = re.compile(r"\b(?:def|function|func|fn|fun|class|struct|sub)\s+([A-Za-z_]\w*)"
-                      r"\s*(?:<[^>]*>)?\s*\(([^)]*)\)?")
+                      r"\s*(?:<[^>\n]*>)?\s*\(([^)\n]*)\)?")
 _PARAM = re.compile(r"([A-Za-z_]\w*)\s*(?::[^,]*)?(?:=[^,]*)?$")
 _DOCSTRING = re.compile(r'"""([\s\S]*?)"""|\'\'\'([\s\S]*?)\'\'\'')
 
@@ -189,10 +189,14 @@ def defined_names(text: str) -> set[str]:
     return names
 
 
-def normalised_ngrams(text: str, ngram: int, names: set[str]) -> set[int]:
-    """Distinct hashes of lowercased token n-grams with every name in ``names`` replaced by
-    one placeholder."""
-    toks = ["\x00" if t in names else t for t in (x.lower() for x in _TOKEN.findall(text))]
+def tokens(text: str) -> list[str]:
+    return [x.lower() for x in _TOKEN.findall(text)]
+
+
+def normalised_ngrams(toks: list[str], ngram: int, names: set[str]) -> set[int]:
+    """Distinct hashes of token n-grams with every name in ``names`` replaced by one
+    placeholder."""
+    toks = ["\x00" if t in names else t for t in toks]
     return {xxhash.xxh3_64_intdigest(" ".join(toks[i:i + ngram]).encode())
             for i in range(len(toks) - ngram + 1)}
 
@@ -207,8 +211,10 @@ class DecontamIndex:
     item_sizes: np.ndarray
     labels: list[str]
 
-    #: per item, the distinct shingles after renaming the task's defined names
-    normalised: list = dataclasses.field(default_factory=list)
+    #: per item, its tokens and the names its task defines (for the renaming-insensitive
+    #: check)
+    item_tokens: list = dataclasses.field(default_factory=list)
+    item_names: list = dataclasses.field(default_factory=list)
 
     @classmethod
     def build(cls, items: list[tuple[str, str, str]], ngram: int, min_ngrams: int
@@ -227,17 +233,18 @@ class DecontamIndex:
             pairs_i.append(np.full(len(uniq), len(labels), dtype=np.int64))
             sizes.append(len(uniq))
             labels.append(f"{label} ({field})")
-            norm.append(frozenset(normalised_ngrams(text, ngram, task_names[label])))
+            norm.append((tokens(text), frozenset(task_names[label])))
         if not labels:
             return cls(np.zeros(0, np.uint64), np.zeros(1, np.int64), np.zeros(0, np.int64),
-                       np.zeros(0, np.int64), [], [])
+                       np.zeros(0, np.int64), [], [], [])
         h = np.concatenate(pairs_h)
         i = np.concatenate(pairs_i)
         order = np.lexsort((i, h))
         h, i = h[order], i[order]
         uniq, first = np.unique(h, return_index=True)
         starts = np.append(first, len(h)).astype(np.int64)
-        return cls(uniq, starts, i, np.array(sizes, dtype=np.int64), labels, norm)
+        return cls(uniq, starts, i, np.array(sizes, dtype=np.int64), labels,
+                   [t for t, _ in norm], [n for _, n in norm])
 
     def matches(self, doc_hashes: np.ndarray) -> np.ndarray:
         """Per item, how many of its distinct shingles occur in one document."""
@@ -308,12 +315,16 @@ class Decontaminate:
                 continue
             frac = counts / sizes
             candidates = np.flatnonzero((counts >= self.screen) & (frac < self.threshold))
+            candidates = candidates[np.argsort(-counts[candidates])][:16]  # the likeliest
             if len(candidates):
                 text = content[d].as_py()
-                grams = normalised_ngrams(text, self.ngram, defined_names(text))
+                doc_toks, doc_names = tokens(text), defined_names(text)
                 for k in candidates:
-                    item = self.index.normalised[k]
+                    # the same placeholder for both sides' defined names
+                    names = doc_names | self.index.item_names[k]
+                    item = normalised_ngrams(self.index.item_tokens[k], self.ngram, names)
                     if item:
+                        grams = normalised_ngrams(doc_toks, self.ngram, names)
                         frac[k] = max(frac[k], len(item & grams) / len(item))
             best = int(np.argmax(frac))
             out.append((best, float(frac[best])))

@@ -75,8 +75,22 @@ _DOC_NETS = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24"
 _PRIVATE_KEY = re.compile(
     r"(-----BEGIN ((?:RSA |DSA |EC |OPENSSH |ENCRYPTED |SSH2 ENCRYPTED )?PRIVATE KEY"
     r"(?: BLOCK)?|PGP PRIVATE KEY BLOCK)-----[^\n]*\n)([\s\S]*?)(\n?[ \t\"']*-----END \2-----)")
-_SECRET_WORDS = re.compile(r"pass|pwd|secret|token|api_?key|apikey|auth|credential|"
-                           r"private_?key|access_?key|client_?key|contrase", re.I)
+_SECRET_WORDS = re.compile(r"pass(?:w|phrase)|pwd|secret|token|api_?key|apikey|auth|"
+                           r"credential|private_?key|access_?key|client_?key|contrase", re.I)
+#: lowercase literals that cover every match of _SECRET_WORDS
+_SECRET_LITERALS = ("passw", "passphrase", "pwd", "secret", "token", "api_key", "apikey",
+                    "apikey", "auth", "credential", "private_key", "privatekey", "access_key",
+                    "accesskey", "client_key", "clientkey", "contrase")
+#: RE2 prefilters (pyarrow compute, over a whole batch): a row can only hold a detector's
+#: finding if it matches; the Python patterns then run on those rows alone
+_PREFILTER = {
+    "keyword": r"(?i)(pass(w|phrase)|pwd|secret|token|api_?key|apikey|auth|credential|"
+               r"private_?key|access_?key|client_?key|contrase)[^\n]{0,80}[\"']",
+    "email": r"[A-Za-z0-9]@[A-Za-z0-9-]+\.[A-Za-z]",
+    "ipv4": r"\d\.\d{1,3}\.\d{1,3}\.\d",
+    "ipv6": r"[0-9A-Fa-f]:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:",
+    "private_key": r"PRIVATE KEY",
+}
 _ASSIGNED_STRING = re.compile(
     r"([A-Za-z_][\w.-]*)[\"']?\s*(?:=|:|:=|=>|\()\s*[rbuf]?[\"']([A-Za-z0-9+/=_\-.~]{16,})"
     r"[\"']")
@@ -137,9 +151,10 @@ class _Secrets:
         if (self.h.is_templated_secret(v) or self.h.is_prefixed_with_dollar_sign(v)
                 or self.h.is_sequential_string(v) or self.h.is_indirect_reference(line)):
             return False
-        if re.fullmatch(r"[A-Za-z_][\w.]*\(?.*", v) and not re.search(r"\d", v) and \
-                v.lower() == v and len(set(v)) < 8:
-            return False  # a plain lowercase word: "changeme"-like
+        if re.fullmatch(r"[a-z _-]+", v) or re.fullmatch(r"[A-Z_]+", v):
+            return False  # words, not a secret: "development key", "secret_key"
+        if re.fullmatch(r"[\w.-]+\.(key|pem|crt|cer|p12|txt|json|ya?ml|cfg|ini|conf|env)", v):
+            return False  # a file name
         return not re.fullmatch(r"(x+|\*+|\.+|<[^>]*>|\{[^}]*\}|%\(?\w*\)?s)", v, re.I)
 
 
@@ -152,10 +167,13 @@ class Redactor:
         kinds: the detectors to run (default all of :data:`KINDS`).
         min_entropy: Shannon entropy (bits/char) above which a quoted string assigned to
             a secret-sounding name is a secret (detect-secrets' base64 default is 4.5).
+        max_ips_per_file: a file with more distinct public addresses is address data (an
+            allowlist, a URL parser's tests) and its addresses are left alone.
     """
 
     kinds: tuple[str, ...] = KINDS
     min_entropy: float = 4.0
+    max_ips_per_file: int = 8
 
     def __post_init__(self):
         bad = sorted(set(self.kinds) - set(KINDS))
@@ -165,44 +183,75 @@ class Redactor:
         self._tokens = [(k, r) for k, r in _token_patterns() if k in self.kinds]
         self._aws_secret = _aws_secret_pattern()
         self._secrets = None
+        # RE2 has no lookarounds: drop them, the prefilter may only match more
+        # one RE2 pass per pattern: an alternation of all of them compiles to a slow DFA
+        self._token_prefilters = [("(?i)" if rx.flags & re.I else "") + _re2(rx.pattern)
+                                  for rx in [r for _, r in self._tokens] + [self._aws_secret]]
 
     # -- detectors: (start, end, kind) spans ------------------------------------------
-    def spans(self, text: str, path: str = "") -> list[tuple[int, int, str]]:
+    def prefilter(self, content: pa.Array) -> dict[str, np.ndarray]:
+        """Per detector family, which rows can hold a finding (RE2 over the batch)."""
+        import pyarrow.compute as pc
+
+        def match(pattern: str) -> np.ndarray:
+            return pc.fill_null(pc.match_substring_regex(content, pattern),
+                                False).to_numpy(zero_copy_only=False)
+
+        out = {family: match(pattern) for family, pattern in _PREFILTER.items()}
+        out["tokens"] = np.zeros(len(content), dtype=bool)
+        for pattern in self._token_prefilters:
+            out["tokens"] |= match(pattern)
+        return out
+
+    def spans(self, text: str, path: str = "", families: set[str] | None = None
+              ) -> list[tuple[int, int, str]]:
+        """Findings in ``text``; ``families`` limits the detectors to run (from
+        :meth:`prefilter`), None runs them all."""
         if _LOCKFILES.search(path or ""):
             return []
         if self._secrets is None:
             self._secrets = _Secrets()
+
+        def want(family: str, *kinds: str) -> bool:
+            return (families is None or family in families) and any(
+                kind in self.kinds for kind in kinds)
+
         out: list[tuple[int, int, str]] = []
-        k = self.kinds
-        if "private_key" in k and "PRIVATE KEY" in text:
+        if want("private_key", "private_key") and "PRIVATE KEY" in text:
             out += [(m.start(3), m.end(3), "private_key") for m in _PRIVATE_KEY.finditer(text)
                     if m.group(3).strip()]
-        for kind, rx in self._tokens:
-            for m in rx.finditer(text):
-                if not _embedded(text, m.start(), m.end()):
-                    out.append((m.start(), m.end(), kind))
-        if "aws_key" in k:
-            for m in self._aws_secret.finditer(text):
-                out.append((m.start(1), m.end(1), "aws_key"))
-        if "password" in k or "secret" in k:
+        if families is None or "tokens" in families:
+            for kind, rx in self._tokens:
+                for m in rx.finditer(text):
+                    if not _embedded(text, m.start(), m.end()):
+                        out.append((m.start(), m.end(), kind))
+            if "aws_key" in self.kinds:
+                for m in self._aws_secret.finditer(text):
+                    out.append((m.start(1), m.end(1), "aws_key"))
+        if want("keyword", "password", "secret"):
             out += self._keyword_spans(text, path)
-        if "email" in k and "@" in text:
+        if want("email", "email") and "@" in text:
             out += self._emails(text)
-        if "ip_address" in k:
+        if want("ipv4", "ip_address") or want("ipv6", "ip_address"):
             out += self._ips(text)
         return _resolve(out)
 
     def _keyword_spans(self, text: str, path: str) -> list[tuple[int, int, str]]:
         out = []
-        seen_lines = set()
-        for m in _SECRET_WORDS.finditer(text):
-            ls = text.rfind("\n", 0, m.start()) + 1
-            if ls in seen_lines:
-                continue
-            seen_lines.add(ls)
-            le = text.find("\n", m.end())
+        lower = text.lower()
+        starts = set()
+        for word in _SECRET_LITERALS:  # str.find runs at memchr speed, re does not
+            pos = lower.find(word)
+            while pos >= 0:
+                starts.add(text.rfind("\n", 0, pos) + 1)
+                nxt = text.find("\n", pos)
+                pos = lower.find(word, nxt) if nxt >= 0 else -1
+        for ls in sorted(starts):
+            le = text.find("\n", ls)
             le = len(text) if le < 0 else le
             line = text[ls:le]
+            if '"' not in line and "'" not in line:
+                continue
             found = []
             for value in self._secrets.keyword_values(line, path):
                 if self._secrets.plausible(value, line):
@@ -236,8 +285,7 @@ class Redactor:
             out.append((m.start(), m.end(), "email"))
         return out
 
-    @staticmethod
-    def _ips(text: str) -> list[tuple[int, int, str]]:
+    def _ips(self, text: str) -> list[tuple[int, int, str]]:
         out = []
         for rx in (_IPV4, _IPV6):
             for m in rx.finditer(text):
@@ -246,6 +294,9 @@ class Redactor:
                     ip = ipaddress.ip_address(value)
                 except ValueError:
                     continue
+                if ip.version == 6 and (ip.ipv4_mapped or max(
+                        len(g) for g in value.split(":")) < 3):
+                    continue  # ::ffff:a.b.c.d, or 1:2::3:4-style examples
                 if (not ip.is_global or ip.is_multicast or value in _WELL_KNOWN_IPS
                         or any(ip in n for n in _DOC_NETS if n.version == ip.version)):
                     continue
@@ -256,11 +307,14 @@ class Redactor:
                         or _VERSION_CONTEXT.search(text[max(0, m.start() - 24):m.start()])):
                     continue
                 out.append((m.start(1), m.end(1), "ip_address"))
+        if len({text[s:e].lower() for s, e, _ in out}) > self.max_ips_per_file:
+            return []  # an address table or a parser's test suite, not someone's host
         return out
 
     # -- applying ------------------------------------------------------------------------
-    def redact(self, text: str, path: str = "") -> tuple[str, dict[str, int]]:
-        spans = self.spans(text, path)
+    def redact(self, text: str, path: str = "", families: set[str] | None = None
+               ) -> tuple[str, dict[str, int]]:
+        spans = self.spans(text, path, families)
         if not spans:
             return text, {}
         parts, counts, pos = [], {}, 0
@@ -278,8 +332,12 @@ class Redactor:
         paths = table.column("path").to_pylist()
         redactions: list = [None] * table.num_rows
         changed = np.zeros(table.num_rows, dtype=bool)
-        for i in np.flatnonzero(live):
-            text, counts = self.redact(content[i] or "", paths[i] or "")
+        cand = self.prefilter(pa.array(content, pa.large_string()))
+        fams = np.array(list(cand))
+        hits = np.stack([cand[f] for f in fams], axis=1) if len(fams) else None
+        for i in np.flatnonzero(live & hits.any(axis=1)):
+            text, counts = self.redact(content[i] or "", paths[i] or "",
+                                       set(fams[hits[i]].tolist()))
             if counts:
                 content[i] = text
                 changed[i] = True
@@ -289,6 +347,12 @@ class Redactor:
         table = table.set_column(table.schema.get_field_index("content"), "content",
                                  pa.array(content, table.schema.field("content").type))
         return _with_redactions(table, redactions)
+
+
+def _re2(pattern: str) -> str:
+    """A Python pattern as a looser RE2 one: no lookarounds, repetition bounds <= 1000."""
+    pattern = re.sub(r"\(\?<?[!=][^()]*\)", "", pattern)
+    return re.sub(r"\{(\d+),\d{4,}\}", r"{\1,}", pattern)
 
 
 def _embedded(text: str, start: int, end: int) -> bool:

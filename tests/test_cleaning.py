@@ -214,6 +214,9 @@ def test_code_is_not_mangled():
     ])
     text, counts = Redactor().redact(clean, "lib/util.py")
     assert counts == {} and text == clean
+    table = "\n".join(f'("http://[2a00:1450:4001:c01::{i:x}]", "173.194.35.{i}"),'
+                      for i in range(40, 52))
+    assert Redactor().redact(table, "tests/test_urls.py")[1] == {}  # address data
     lock = '"integrity": "sha512-' + "Zk4Tq9Lm2Vx7Rb3Nw8Pc5Yh1" * 3 + '"\n' + SECRETS["email"]
     assert Redactor().redact(lock, "web/package-lock.json") == (lock, {})
 
