@@ -7,8 +7,8 @@ token hashes through the splitmix64 finaliser), and each of ``num_perm`` permuta
 the universal map ``a·h + b mod 2^64`` (``a`` odd) with the minimum kept per document.
 
 The whole batch runs in one compiled pass over the Arrow content buffer (numba): no
-per-document Python; a document's shingle hashes go to a reused buffer. A file with fewer than ``ngram``
-tokens has no signature and takes no part in near dedup.
+per-document Python; a document's shingle hashes go to a reused buffer. A file with fewer
+than ``ngram`` tokens has no signature and takes no part in near dedup.
 
 The signature of a file is cut into ``bands`` × ``rows``; each band is hashed to 64 bits.
 Two files share a bucket when a band hash matches. ``optimal_lsh`` picks bands and rows
