@@ -144,6 +144,19 @@ def _private_kb(pid: int) -> int:
         return 0
 
 
+def _hwm_kb(pid: int) -> int:
+    """Peak resident set of a process as the kernel tracked it (VmHWM; includes the shared
+    object-store pages it touched)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def _cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -169,18 +182,21 @@ def _children(pid: int) -> list[int]:
 class PeakMemory:
     """Samples the private memory of this process's descendants that ``select`` accepts
     (by command line) every ``interval`` seconds; ``peak_mb`` is the largest any one of
-    them reached, ``peak_total_mb`` the largest sum."""
+    them reached, ``peak_total_mb`` the largest sum, ``peak_rss_mb`` the largest kernel
+    high-water mark (VmHWM) of one of them, which no sampling interval can miss."""
 
     def __init__(self, select=lambda cmd: True, interval: float = 0.2):
         self.select, self.interval = select, interval
-        self.peak_kb = self.peak_total_kb = 0
+        self.peak_kb = self.peak_total_kb = self.hwm_kb = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self):
         me = os.getpid()
         while not self._stop.is_set():
-            sizes = [_private_kb(p) for p in _children(me) if self.select(_cmdline(p))]
+            pids = [p for p in _children(me) if self.select(_cmdline(p))]
+            sizes = [_private_kb(p) for p in pids]
+            self.hwm_kb = max([self.hwm_kb] + [_hwm_kb(p) for p in pids])
             if sizes:
                 self.peak_kb = max(self.peak_kb, max(sizes))
                 self.peak_total_kb = max(self.peak_total_kb, sum(sizes))
@@ -197,6 +213,10 @@ class PeakMemory:
     @property
     def peak_mb(self) -> float:
         return round(self.peak_kb / 1024, 1)
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return round(self.hwm_kb / 1024, 1)
 
     @property
     def peak_total_mb(self) -> float:
