@@ -159,14 +159,6 @@ def throughput(corpus: Path) -> dict:
             "speedup": round(ds_time / best, 1)}
 
 
-def _anti_join(t: pa.Table) -> pa.Table:
-    """In one id partition: the files (side 0) minus the removed ids (side 1)."""
-    side = t.column("_side")
-    gone = t.filter(pa.compute.equal(side, 1)).column("id").combine_chunks()
-    files = t.filter(pa.compute.equal(side, 0)).drop_columns(["_side"])
-    return files.filter(pa.compute.invert(pa.compute.is_in(files.column("id"), gone)))
-
-
 #: rows per shuffle partition in the side-by-side runs (band rows; file rows with content)
 PARTITION_ROWS = {"near_dedup": 10_000, "grouping": 1_000}
 
@@ -181,9 +173,9 @@ def ours_near_dedup(corpus: Path, out: Path, verify: bool, log=None,
     from flows.phase1 import live_rows, minhash_op, read_files
     from flows.runtime import Run
     from flows.settings import load_settings
-    from flows.shuffle import partition_count, partitioned
+    from flows.shuffle import anti_join, partition_count
     from operators.filters import ContentChecks
-    from operators.schema import FILE_SCHEMA, LEDGER_SCHEMA, conform
+    from operators.schema import FILE_SCHEMA, LEDGER_SCHEMA
 
     # partitions sized down so that these 10-160 MB corpora run in the regime a large
     # corpus runs in with the defaults: more data -> more partitions, not bigger ones
@@ -199,18 +191,11 @@ def ours_near_dedup(corpus: Path, out: Path, verify: bool, log=None,
 
     def apply(r):
         cols = ["id", "content", "path", "repo", "lang"]
-        schema = pa.schema([FILE_SCHEMA.field(c) for c in cols] + [("_side", pa.int8())])
-
-        def side(t: pa.Table, s: int) -> pa.Table:
-            t = conform(t, schema)
-            return t.set_column(len(cols), "_side", pa.array([s] * t.num_rows, pa.int8()))
-
-        files = r.read("_work/clean", columns=cols, live=True).map_batches(
-            side, fn_kwargs={"s": 0}, batch_format="pyarrow")
-        gone = r.read("removed/near_dedup", columns=["id"], schema=LEDGER_SCHEMA).map_batches(
-            side, fn_kwargs={"s": 1}, batch_format="pyarrow")
+        schema = pa.schema([FILE_SCHEMA.field(c) for c in cols])
+        files = r.read("_work/clean", columns=cols, live=True)
+        gone = r.read("removed/near_dedup", columns=["id"], schema=LEDGER_SCHEMA)
         n = partition_count(live_rows(r), settings.phase1.grouping.rows_per_partition)
-        r.write(partitioned(files.union(gone), ["id"], n, _anti_join), "deduped")
+        r.write(anti_join(files, [gone], schema, n), "deduped")
 
     run.stage("sign", sign)
     run.stage("near_dedup", lambda r: near_dedup(r, live_rows(r)))

@@ -99,12 +99,34 @@ def main(argv=None) -> int:
     if "1" in settings.phases:
         run_phase1(run)
         sections["phase1"] = phase1_counts(run, STAGE_ORDER, DEDUP_STAGES)
+    if "2" in settings.phases:
+        from flows.phase2 import MissingPhaseInput, run_phase2
+
+        try:
+            sections["phase2"] = run_phase2(run)
+        except MissingPhaseInput as exc:
+            print(f"arctic: {exc}", file=sys.stderr)
+            if started_ray:
+                ray.shutdown()
+            return 4
     sections["wall_time_s"] = round(time.time() - t0, 2)
+    if "1" not in settings.phases and run.exists("manifest.json"):  # keep phase 1's counts
+        from operators import storage
+
+        earlier = json.loads(storage.read_bytes(run.fs, run.path("manifest.json")))
+        sections = {k: v for k, v in earlier.items() if k.startswith("phase")} | sections
     manifest = write_manifest(run, sections)
-    for line in summary_lines(manifest):
+    for line in summary_lines(manifest) if "phase1" in manifest else []:
         print(line, flush=True)
+    if "phase2" in manifest:
+        p2 = manifest["phase2"]
+        print(f"phase 2: {p2['selected_files']} files, {p2['selected_tokens']} tokens "
+              f"selected for a budget of {p2['budget_tokens']} ({p2['budget_error']:+.2%}), "
+              f"x{p2['epochs']} epochs; scored {p2['score'].get('files')} files at "
+              f"{p2['score'].get('files_per_s')} files/s", flush=True)
     print(f"output: {run.uri('phase1')} (documents), {run.uri('removed')} (removal ledger), "
-          f"{run.uri('manifest.json')}", flush=True)
+          + (f"{run.uri('phase2')} (phase 2), " if "phase2" in manifest else "")
+          + f"{run.uri('manifest.json')}", flush=True)
     print(f"wall time: {manifest['wall_time_s']:.1f}s", flush=True)
     if started_ray:
         ray.shutdown()

@@ -267,6 +267,41 @@ class Phase1Settings:
 
 
 @dataclasses.dataclass
+class Phase2Settings:
+    """Phase 2: score every phase-1 file with the annotator, keep the top files per
+    language up to the token budget (each language's share as in phase 1), repeat."""
+
+    #: the head: a JSON file from flows/train_annotator.py (local or s3://), or
+    #: ``packaged:demo`` = the embedded demonstration head (trained once, cached)
+    head: str = "packaged:demo"
+    #: the budget as a share of phase-1 tokens (the paper: 12.5B of ~400B), or absolute
+    budget_ratio: float = 12.5 / 400
+    budget_tokens: int | None = None
+    #: repetitions of the selection (the paper: 4 epochs)
+    epochs: int = 4
+    #: score histogram: bins per pass and refinement passes
+    bins: int = 1024
+    passes: int = 3
+    #: the scoring actor pool: actors, CPUs and GPUs each, files per batch, padded tokens
+    #: per forward pass
+    actors: int = 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    batch_files: int = 64
+    batch_tokens: int = 16384
+
+    def __post_init__(self):
+        if not 0.0 < self.budget_ratio <= 1.0:
+            raise SettingsError("phase2.budget_ratio must be in (0, 1]")
+        if self.budget_tokens is not None and self.budget_tokens < 1:
+            raise SettingsError("phase2.budget_tokens must be >= 1")
+        if self.epochs < 1 or self.bins < 2 or self.passes < 1 or self.actors < 1:
+            raise SettingsError("phase2: epochs, passes and actors >= 1, bins >= 2")
+        if self.cpus_per_actor < 0 or self.gpus_per_actor < 0 or self.batch_files < 1:
+            raise SettingsError("phase2: actor resources >= 0 and batch_files >= 1")
+
+
+@dataclasses.dataclass
 class Settings:
     #: input URI (local path or s3://); None = the embedded sample corpus
     input: str | None = None
@@ -281,10 +316,11 @@ class Settings:
     read: ReadSettings = dataclasses.field(default_factory=ReadSettings)
     sample: SampleSettings = dataclasses.field(default_factory=SampleSettings)
     phase1: Phase1Settings = dataclasses.field(default_factory=Phase1Settings)
+    phase2: Phase2Settings = dataclasses.field(default_factory=Phase2Settings)
 
     KNOWN_PHASES: typing.ClassVar[tuple[str, ...]] = ("1", "2", "3", "mix")
     #: phases this version implements; the others are refused with a clear message
-    IMPLEMENTED_PHASES: typing.ClassVar[tuple[str, ...]] = ("1",)
+    IMPLEMENTED_PHASES: typing.ClassVar[tuple[str, ...]] = ("1", "2")
 
     def __post_init__(self):
         self.phases = [str(p).strip() for p in self.phases]
@@ -303,10 +339,11 @@ class Settings:
         return data
 
     def config_hash(self) -> str:
-        """Hash of the settings that shape the output (not ``resume``, which only says how
-        to run)."""
+        """Hash of the settings that shape the output (not ``resume`` or ``phases``, which
+        only say what to run)."""
         data = self.public()
         data.pop("resume", None)
+        data.pop("phases", None)  # which phases run does not change what a stage writes
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

@@ -49,3 +49,33 @@ def partitioned(ds: ray.data.Dataset, key_cols: list[str], n_parts: int, fn,
             .groupby("_part", num_partitions=n_parts)
             .map_groups(_apply, fn_kwargs={"fn": fn, "fn_kwargs": fn_kwargs or {}},
                         batch_format="pyarrow"))
+
+
+def _anti_join_partition(t: pa.Table) -> pa.Table:
+    """In one id partition: the rows (side 0) minus the ids of side 1."""
+    import pyarrow.compute as pc
+
+    side = t.column("_side")
+    gone = t.filter(pc.equal(side, 1)).column("id").combine_chunks()
+    rows = t.filter(pc.equal(side, 0)).drop_columns(["_side"])
+    return rows.filter(pc.invert(pc.is_in(rows.column("id"), gone)))
+
+
+def _with_side(t: pa.Table, side: int, schema: pa.Schema) -> pa.Table:
+    from operators.schema import conform
+
+    t = conform(t, schema)
+    return t.set_column(len(schema) - 1, "_side", pa.array([side] * t.num_rows, pa.int8()))
+
+
+def anti_join(rows: ray.data.Dataset, gone: list[ray.data.Dataset], schema: pa.Schema,
+              n_parts: int) -> ray.data.Dataset:
+    """``rows`` (conformed to ``schema``) without the ids in any of ``gone``: one shuffle
+    partitioned by id, so neither side is ever collected."""
+    full = pa.schema(list(schema) + [pa.field("_side", pa.int8())])
+    parts = [rows.map_batches(_with_side, fn_kwargs={"side": 0, "schema": full},
+                              batch_format="pyarrow")]
+    parts += [g.map_batches(_with_side, fn_kwargs={"side": 1, "schema": full},
+                            batch_format="pyarrow") for g in gone]
+    ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    return partitioned(ds, ["id"], n_parts, _anti_join_partition)

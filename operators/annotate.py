@@ -203,7 +203,8 @@ class QualityHead:
 
 class QualityScorer:
     """Adds a ``quality`` column (float32) to a file table: the mean score of each live
-    file's top, middle and bottom chunks; null for removed rows. Loads the encoder once
+    file's top, middle and bottom chunks; null for removed rows (a table without
+    ``removed_stage`` is all live). Loads the encoder once
     per actor (the shape Ray Data's actor pools want)."""
 
     def __init__(self, head: QualityHead, device: str = "auto", batch_tokens: int = 16384,
@@ -216,7 +217,8 @@ class QualityScorer:
                              f"{head.encoder!r} gives {self.encoder.dim}")
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        live = live_mask(table).to_numpy(zero_copy_only=False)
+        live = (live_mask(table).to_numpy(zero_copy_only=False)
+                if "removed_stage" in table.column_names else np.ones(table.num_rows, bool))
         idx = np.flatnonzero(live)
         quality = np.full(table.num_rows, np.nan)
         if len(idx):
@@ -229,3 +231,27 @@ class QualityScorer:
         if "quality" in table.column_names:
             return table.set_column(table.schema.get_field_index("quality"), "quality", col)
         return table.append_column("quality", col)
+
+
+class ChunkEmbedder:
+    """For training: (``doc_id``, ``content``, ``label``) rows in, one row per chunk out
+    with its ``embedding`` (list<float32>). Loads the encoder once per actor."""
+
+    def __init__(self, spec: str, device: str = "auto", batch_tokens: int = 16384,
+                 chunk: int = 512, threads: int | None = None):
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.encoder = Encoder(spec, device=device, batch_tokens=batch_tokens, chunk=chunk)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        texts = [t or "" for t in table.column("content").to_pylist()]
+        chunks, owners = self.encoder.chunks(texts)
+        emb = self.encoder.embed(chunks) if chunks else np.zeros((0, self.encoder.dim),
+                                                                 np.float32)
+        flat = pa.array(emb.reshape(-1), pa.float32())
+        offsets = pa.array(np.arange(0, emb.size + 1, self.encoder.dim, dtype=np.int32))
+        return pa.table({"doc_id": table.column("doc_id").take(pa.array(owners)),
+                         "label": table.column("label").take(pa.array(owners)),
+                         "embedding": pa.ListArray.from_arrays(offsets, flat)})

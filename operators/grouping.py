@@ -43,6 +43,7 @@ class RepoDocumentBuilder:
     repo_header: str = "<repo_name>{repo}\n"
     file_header: str = "<file_sep>{path}\n"
     phase: int = 1
+    epoch: int | None = None
 
     def __post_init__(self):
         if self.max_doc_tokens <= 0:
@@ -84,8 +85,11 @@ class RepoDocumentBuilder:
 
         def flush():
             part = len(docs)
+            key = f"{lang}\0{repo}\0{part}"
+            if self.phase != 1:
+                key = f"{self.phase}\0{self.epoch}\0{key}"
             docs.append({
-                "doc_id": xxhash.xxh3_64_hexdigest(f"{lang}\0{repo}\0{part}".encode()),
+                "doc_id": xxhash.xxh3_64_hexdigest(key.encode()), "epoch": self.epoch,
                 "text": repo_head + "".join(cur_parts), "phase": self.phase,
                 "lang": lang, "repo": repo, "part": part, "file_ids": list(cur_ids),
                 "n_files": len(cur_ids), "n_tokens": cur_tok,

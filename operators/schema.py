@@ -64,6 +64,8 @@ DOC_SCHEMA = pa.schema([
     pa.field("file_ids", pa.list_(pa.string())),
     pa.field("n_files", pa.int32()),
     pa.field("n_tokens", pa.int64()),
+    #: phase 2 repeats its selection; each repetition is an epoch (null in phase 1)
+    pa.field("epoch", pa.int16()),
 ])
 
 #: Columns a stage needs to decide on duplicates, without the content.
