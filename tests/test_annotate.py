@@ -105,3 +105,28 @@ def test_a_language_with_too_few_tokens_gives_all_it_has():
     cuts = thresholds(hist_fn, {"Rust": 1e9, "Dart": 0.0}, (0.0, 1.0), bins=16)
     assert select(blocks[0], {k: v["threshold"] for k, v in cuts.items()}).num_rows == 10
     assert cuts["Dart"]["threshold"] == float("inf")
+
+
+def test_training_metrics_and_head_fit():
+    from operators.annotator_train import f1_at, file_split, fit_head, roc_auc
+
+    rng = np.random.default_rng(1)
+    labels = rng.random(200) < 0.3
+    scores = rng.random(200) + labels * 0.5
+    brute = np.mean([(p > n) + 0.5 * (p == n) for p in scores[labels] for n in scores[~labels]])
+    assert roc_auc(labels, scores) == pytest.approx(brute)
+    assert roc_auc([1, 0, 1, 0], [0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.5)
+    assert f1_at([5, 4, 1, 0], [3.5, 2.0, 3.0, 0.0]) == pytest.approx(0.5)
+    held = file_split(50, 0.2, 0)
+    assert 0 < held.sum() < 50
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    y = (x[:, 0] + 0.3 * x[:, 1] > 0).astype(np.float32)
+    w, b = fit_head(x, y, "binary")
+    head = QualityHead(w, b, "binary")
+    assert roc_auc(y > 0.5, head.score(x)) > 0.98
+    grades = np.clip(2.5 + 2 * x[:, 2], 0, 5)
+    wg, bg = fit_head(x, grades, "graded")
+    pred = QualityHead(wg, bg, "graded").score(x)
+    assert np.corrcoef(pred, grades)[0, 1] > 0.95
+    with pytest.raises(ValueError):
+        fit_head(x, np.ones(300, np.float32), "binary")
