@@ -68,6 +68,7 @@ class Cut:
     hi: float
     need: float
     above: float  # tokens already selected above hi
+    bin_tokens: float = 0.0  # tokens in [lo, hi)
 
 
 def find_cut(tokens: np.ndarray, lo: float, hi: float, need: float, above: float) -> Cut:
@@ -77,7 +78,8 @@ def find_cut(tokens: np.ndarray, lo: float, hi: float, need: float, above: float
     acc = 0.0
     for b in range(bins - 1, -1, -1):
         if acc + tokens[b] >= need:
-            return Cut(lo + b * width, lo + (b + 1) * width, need - acc, above + acc)
+            return Cut(lo + b * width, lo + (b + 1) * width, need - acc, above + acc,
+                       float(tokens[b]))
         acc += tokens[b]
     return Cut(lo, lo, 0.0, above + acc)  # not enough tokens: take them all
 
@@ -93,8 +95,9 @@ def language_budgets(phase1_tokens: dict[str, int], total_budget: float) -> dict
 def thresholds(hist_fn, budgets: dict[str, float], score_range: tuple[float, float],
                bins: int = 1024, passes: int = 3) -> dict[str, dict]:
     """Per language, the score threshold whose selection (``quality >= threshold``) holds
-    the budget to within one refined bin. ``hist_fn(ranges)`` returns the merged
-    histogram of the rows in each language's range (one distributed pass each)."""
+    the budget to within half of one refined bin (at most half the boundary file).
+    ``hist_fn(ranges)`` returns the merged histogram of the rows in each language's range
+    (one distributed pass each)."""
     cuts = {lang: Cut(score_range[0], score_range[1], budget, 0.0)
             for lang, budget in budgets.items() if budget > 0}
     for _ in range(passes):
@@ -109,8 +112,10 @@ def thresholds(hist_fn, budgets: dict[str, float], score_range: tuple[float, flo
             cuts[lang] = find_cut(h, lo, hi, c.need, c.above)
     out = {}
     for lang, c in cuts.items():
-        # the refined bin is taken whole: overshoot <= its tokens, a sliver after 3 passes
-        out[lang] = {"threshold": c.lo, "budget": budgets[lang]}
+        # files are not split: the last refined bin (by then usually the one boundary file)
+        # is taken when that lands nearer the budget than leaving it out
+        take = c.need >= c.bin_tokens / 2 or c.hi <= c.lo
+        out[lang] = {"threshold": c.lo if take else c.hi, "budget": budgets[lang]}
     for lang, budget in budgets.items():
         out.setdefault(lang, {"threshold": float("inf"), "budget": budget})
     return out

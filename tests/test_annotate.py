@@ -89,7 +89,7 @@ def test_thresholds_from_merged_block_histograms_meet_the_budget():
     for lang, budget in budgets.items():
         got = pa.compute.sum(chosen.filter(pa.compute.equal(chosen.column("lang"), lang))
                              .column("n_tokens")).as_py()
-        assert budget <= got <= budget * 1.01, (lang, got, budget)
+        assert abs(got - budget) <= budget * 0.01, (lang, got, budget)
         # and it is the top: nothing left out scores higher than what was taken
         rows = every.filter(pa.compute.equal(every.column("lang"), lang))
         q = rows.column("quality").to_numpy(zero_copy_only=False)

@@ -35,7 +35,10 @@ def test_phase2_on_a_phase1_output(ray_local, stack_corpus, tmp_path):
     kept = [i for ids in pads.dataset(out / "phase1").to_table().column("file_ids")
             .to_pylist() for i in ids]
     assert p2["score"]["files"] == len(kept)
-    assert p2["selected_tokens"] >= p2["budget_tokens"] * 0.999
+    # whole files only: within half of the largest file of the corpus
+    assert abs(p2["selected_tokens"] - p2["budget_tokens"]) <= 0.5 * max(
+        r["n_tokens"] for r in pads.dataset(out / "_work/scored").to_table(
+            columns=["n_tokens"]).to_pylist()) * len(p2["languages"])
     assert p2["phase1_tokens"] == sum(v["phase1_tokens"] for v in p2["languages"].values())
 
     scored = pads.dataset(out / "_work/scored").to_table(
