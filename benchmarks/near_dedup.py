@@ -170,7 +170,7 @@ def ours_near_dedup(corpus: Path, out: Path, verify: bool, log=None,
     near_dedup stage of the flow, then drop the removed files in a partitioned anti-join
     and write the rest. Ray must already be initialised."""
     from flows.near_dedup import near_dedup
-    from flows.phase1 import live_rows, minhash_op, read_files
+    from flows.phase1 import live_rows, read_files
     from flows.runtime import Run
     from flows.settings import load_settings
     from flows.shuffle import anti_join, partition_count
@@ -186,7 +186,8 @@ def ours_near_dedup(corpus: Path, out: Path, verify: bool, log=None,
     run = Run(settings, str(corpus), log=log or (lambda m: None))
 
     def sign(r):
-        ops = [ContentChecks(max_file_bytes=settings.phase1.max_file_bytes), minhash_op(r)]
+        p1 = settings.phase1
+        ops = [ContentChecks(max_file_bytes=p1.max_file_bytes), p1.near_dedup.build()]
         r.write(read_files(r, ops), "_work/clean")
 
     def apply(r):

@@ -22,7 +22,7 @@ PACKAGES = ("ray", "pyarrow", "transformers", "tokenizers", "torch", "datasketch
             "xxhash")
 
 
-def _rows(ds, keys, sums=()) -> list[dict]:
+def grouped_sums(ds, keys, sums=()) -> list[dict]:
     """Grouped count and sums: each block aggregates itself in a task, the driver merges
     the per-block partials (blocks × groups rows, never the data)."""
 
@@ -61,7 +61,7 @@ def redaction_counts(run: Run) -> dict:
 
     clean = run.read("_work/clean", columns=["redactions", "removed_stage"])
     out: dict[str, int] = {}
-    for r in _rows(clean.map_batches(flat, batch_format="pyarrow"), ["kind"], ["count"]):
+    for r in grouped_sums(clean.map_batches(flat, batch_format="pyarrow"), ["kind"], ["count"]):
         out[r["kind"]] = int(r["sum(count)"])
     files = out.pop("__files__", 0)
     return {"files_redacted": files, "by_kind": dict(sorted(out.items())),
@@ -73,20 +73,20 @@ def phase1_counts(run: Run, stage_order: list[str], dedup_stages: list[str]) -> 
     parts = clean.map_batches(lambda t: t.append_column(
         "live", pc.is_null(t.column("removed_stage"))).select(["live", "n_tokens"]),
         batch_format="pyarrow")
-    by_live = {r["live"]: r for r in _rows(parts, ["live"], ["n_tokens"])}
+    by_live = {r["live"]: r for r in grouped_sums(parts, ["live"], ["n_tokens"])}
     input_rows = sum(r["count()"] for r in by_live.values())
     live_tokens = by_live.get(True, {}).get("sum(n_tokens)", 0)
     ledger = run.read("removed", columns=["stage", "reason", "n_tokens"],
                       schema=LEDGER_SCHEMA)
     removed: dict[str, dict[str, dict]] = {}
-    for r in _rows(ledger, ["stage", "reason"], ["n_tokens"]):
+    for r in grouped_sums(ledger, ["stage", "reason"], ["n_tokens"]):
         removed.setdefault(r["stage"], {})[r["reason"]] = {
             "rows": int(r["count()"]), "tokens": int(r.get("sum(n_tokens)") or 0)}
     removed_rows = sum(v["rows"] for st in removed.values() for v in st.values())
 
     docs = run.read("phase1", columns=["lang", "n_files", "n_tokens"], schema=DOC_SCHEMA)
     languages = {}
-    for r in _rows(docs, ["lang"], ["n_files", "n_tokens"]):
+    for r in grouped_sums(docs, ["lang"], ["n_files", "n_tokens"]):
         languages[r["lang"]] = {"documents": int(r["count()"]),
                                 "files": int(r["sum(n_files)"] or 0),
                                 "tokens": int(r["sum(n_tokens)"] or 0)}

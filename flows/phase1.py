@@ -38,7 +38,6 @@ from flows.near_dedup import near_dedup
 from flows.shuffle import partition_count, partitioned
 from operators.grouping import RepoDocumentBuilder, group_key_repo
 from operators.io import INPUT_SUFFIXES, FileReader
-from operators.minhash import MinHashLSH
 from operators.schema import (FILE_SCHEMA, KEY_COLUMNS, LEDGER_SCHEMA, conform,
                               tombstones_to_ledger)
 from operators import storage
@@ -79,12 +78,6 @@ def read_files(run: Run, ops: list) -> ray.data.Dataset:
                           batch_size=1, batch_format="pyarrow")
 
 
-def minhash_op(run: Run) -> MinHashLSH:
-    nd = run.settings.phase1.near_dedup
-    return MinHashLSH(threshold=nd.threshold, num_perm=nd.num_perm, ngram=nd.ngram,
-                      seed=nd.seed, bands=nd.bands, rows=nd.rows, keep_signature=nd.verify)
-
-
 def ingest(run: Run) -> None:
     p1 = run.settings.phase1
     ops = [ContentChecks(max_file_bytes=p1.max_file_bytes),
@@ -100,7 +93,7 @@ def ingest(run: Run) -> None:
         ops.append(decontam)
     ops.append(ContentHasher())
     if p1.near_dedup.enabled:  # signatures in the same pass over the content
-        ops.append(minhash_op(run))
+        ops.append(p1.near_dedup.build())
     run.write(read_files(run, ops), "_work/clean")
     ledger = run.read("_work/clean", live=False)
     run.write(ledger.map_batches(tombstones_to_ledger, batch_format="pyarrow"),

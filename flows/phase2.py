@@ -21,6 +21,7 @@ import pyarrow as pa
 import ray
 import ray.data
 
+from flows.manifest import grouped_sums
 from flows.runtime import Run
 from flows.shuffle import anti_join, partition_count
 from operators import storage
@@ -78,20 +79,6 @@ def score(run: Run) -> dict:
             "head_metrics": head.metadata.get("metrics", {})}
 
 
-def _tokens_by_lang(t: pa.Table) -> pa.Table:
-    t = t.set_column(t.schema.get_field_index("n_tokens"), "n_tokens",
-                     pa.compute.fill_null(t.column("n_tokens"), 0))
-    return t.group_by("lang").aggregate([("n_tokens", "sum")])
-
-
-def _histogram(t: pa.Table, ranges: dict, bins: int) -> pa.Table:
-    return histogram(t, ranges, bins)
-
-
-def _select(t: pa.Table, cut: dict) -> pa.Table:
-    return select(t, cut)
-
-
 def _epochs(t: pa.Table, epochs: int) -> pa.Table:
     t = t.append_column("_drop", pa.array([False] * t.num_rows, pa.bool_()))
     t = t.set_column(t.schema.get_field_index("repo"), "repo", group_key_repo(t))
@@ -110,32 +97,28 @@ def select_stage(run: Run) -> dict:
     s = run.settings
     p2 = s.phase2
     keys = run.read("_work/scored", columns=["lang", "quality", "n_tokens"])
-    per_lang: dict[str, int] = {}
-    for r in keys.map_batches(_tokens_by_lang, batch_format="pyarrow",
-                              batch_size=None).iter_rows():
-        per_lang[r["lang"]] = per_lang.get(r["lang"], 0) + int(r["n_tokens_sum"] or 0)
+    per_lang = {r["lang"]: r["sum(n_tokens)"]
+                for r in grouped_sums(keys, ["lang"], ["n_tokens"])}
     phase1_tokens = sum(per_lang.values())
     total = float(p2.budget_tokens) if p2.budget_tokens else p2.budget_ratio * phase1_tokens
     budgets = language_budgets(per_lang, total)
 
     def hist_fn(ranges):
-        parts = keys.map_batches(_histogram, fn_kwargs={"ranges": ranges, "bins": p2.bins},
+        parts = keys.map_batches(histogram, fn_kwargs={"ranges": ranges, "bins": p2.bins},
                                  batch_format="pyarrow", batch_size=None)
         return merge_histograms(list(parts.iter_batches(batch_format="pyarrow",
                                                         batch_size=None)), p2.bins)
 
-    head = load_head(run)
-    top = 1.0 if head.mode == "binary" else 5.0
+    top = 1.0 if run.stage_info["score"]["mode"] == "binary" else 5.0
     cuts = thresholds(hist_fn, budgets, (0.0, top), bins=p2.bins, passes=p2.passes)
     cut = {lang: c["threshold"] for lang, c in cuts.items()}
     files = run.read("_work/scored", columns=FILE_COLS + ["quality"])
-    chosen = files.map_batches(_select, fn_kwargs={"cut": cut}, batch_format="pyarrow")
+    chosen = files.map_batches(select, fn_kwargs={"cut": cut}, batch_format="pyarrow")
     run.write(chosen, "_work/selected")
-    sel = run.read("_work/selected", columns=["lang", "n_tokens"])
-    got: dict[str, int] = {}
-    for r in sel.map_batches(_tokens_by_lang, batch_format="pyarrow",
-                             batch_size=None).iter_rows():
-        got[r["lang"]] = got.get(r["lang"], 0) + int(r["n_tokens_sum"] or 0)
+    sel = grouped_sums(run.read("_work/selected", columns=["lang", "n_tokens"]), ["lang"],
+                       ["n_tokens"])
+    got = {r["lang"]: r["sum(n_tokens)"] for r in sel}
+    n_rows = sum(r["count()"] for r in sel)
     selected = run.read("_work/selected", columns=FILE_COLS)
     repeated = selected.map_batches(_epochs, fn_kwargs={"epochs": p2.epochs},
                                     batch_format="pyarrow")
@@ -143,7 +126,6 @@ def select_stage(run: Run) -> dict:
     builder = RepoDocumentBuilder(tokenizer=s.tokenizer, seed=s.seed,
                                   max_doc_tokens=g.max_doc_tokens, repo_header=g.repo_header,
                                   file_header=g.file_header, phase=2)
-    n_rows = run.read("_work/selected", columns=["id"]).count()
     n_parts = partition_count(n_rows * p2.epochs, g.rows_per_partition)
     docs = repeated.groupby(["lang", "repo", "epoch"], num_partitions=n_parts).map_groups(
         _build, fn_kwargs={"builder": builder}, batch_format="pyarrow")

@@ -201,13 +201,20 @@ class NearDedupSettings:
     rows_per_partition: int = 500_000
     max_rounds: int = 60
 
+    def build(self):
+        """The signature operator of the ingest map."""
+        from operators.minhash import MinHashLSH
+
+        return MinHashLSH(threshold=self.threshold, num_perm=self.num_perm, ngram=self.ngram,
+                          seed=self.seed, bands=self.bands, rows=self.rows,
+                          keep_signature=self.verify)
+
     def __post_init__(self):
-        from operators.minhash import MinHashLSH, optimal_lsh
+        from operators.minhash import optimal_lsh
 
         try:  # the operator validates its own parameters
             optimal_lsh(self.threshold, self.num_perm)
-            MinHashLSH(threshold=self.threshold, num_perm=self.num_perm, ngram=self.ngram,
-                       seed=self.seed, bands=self.bands, rows=self.rows)
+            self.build()
         except ValueError as exc:
             raise SettingsError(f"phase1.near_dedup: {exc}") from None
         if self.rows_per_partition < 1 or self.max_rounds < 1:

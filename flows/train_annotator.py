@@ -43,22 +43,8 @@ TEXT_COLUMNS = ("content", "text", "code")
 
 
 def _read_labelled(batch: pa.Table, fs, label_column: str | None, label: float | None):
-    import pyarrow.json as pajson
-    import pyarrow.parquet as pq
-
     for path in batch.column("path").to_pylist():
-        data = storage.read_bytes(fs, path)
-        if path.endswith(".parquet"):
-            import io
-
-            t = pq.read_table(io.BytesIO(data))
-        else:
-            import gzip
-            import io
-
-            if data[:2] == b"\x1f\x8b":
-                data = gzip.decompress(data)
-            t = pajson.read_json(io.BytesIO(data))
+        t = pa.Table.from_pylist(storage.read_records(fs, path))
         text = next((c for c in TEXT_COLUMNS if c in t.column_names), None)
         if text is None:
             raise ValueError(f"{path}: no text column (one of {TEXT_COLUMNS}); "

@@ -130,7 +130,6 @@ class Encoder:
         start = 0
         with torch.inference_mode():
             while start < len(order):
-                width = len(chunks[order[start]])
                 end = start + 1
                 while end < len(order) and (end - start + 1) * len(
                         chunks[order[end]]) <= self.batch_tokens:

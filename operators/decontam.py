@@ -20,9 +20,7 @@ worker; the corpus streams past it, one vectorised lookup per batch.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import importlib.util
-import io
 import json
 import os
 import re
@@ -31,7 +29,6 @@ import numpy as np
 import xxhash
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from operators.minhash import shingle_hashes
 from operators.schema import live_mask, mark_removed
@@ -110,19 +107,10 @@ def _records(source: BenchmarkSource, s3=None) -> list[dict]:
                                 f"{source.path}")
     rows: list[dict] = []
     for f in files:
-        data = storage.read_bytes(fs, f)
-        if f.endswith(".parquet"):
-            rows += pq.read_table(io.BytesIO(data)).to_pylist()
-            continue
-        if data[:2] == b"\x1f\x8b":  # storage may already have decompressed it
-            data = gzip.decompress(data)
-        for n, line in enumerate(data.decode("utf-8").splitlines()):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"benchmark {source.name!r}: {f} line {n + 1} is not "
-                                     f"JSON: {exc}") from None
+        try:
+            rows += storage.read_records(fs, f)
+        except ValueError as exc:
+            raise ValueError(f"benchmark {source.name!r}: {exc}") from None
     return rows
 
 

@@ -332,7 +332,7 @@ class Redactor:
         paths = table.column("path").to_pylist()
         redactions: list = [None] * table.num_rows
         changed = np.zeros(table.num_rows, dtype=bool)
-        cand = self.prefilter(pa.array(content, pa.large_string()))
+        cand = self.prefilter(table.column("content"))
         fams = np.array(list(cand))
         hits = np.stack([cand[f] for f in fams], axis=1) if len(fams) else None
         for i in np.flatnonzero(live & hits.any(axis=1)):

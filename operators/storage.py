@@ -114,6 +114,30 @@ def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
         return f.read()
 
 
+def read_records(fs: pafs.FileSystem, path: str) -> list[dict]:
+    """The rows of one Parquet or JSONL(.gz) file; a broken JSON line raises a ValueError
+    naming the file and the line."""
+    import gzip
+    import io
+    import json
+
+    data = read_bytes(fs, path)
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(io.BytesIO(data)).to_pylist()
+    if data[:2] == b"\x1f\x8b":  # the stream may already have decompressed it
+        data = gzip.decompress(data)
+    rows = []
+    for n, line in enumerate(data.decode("utf-8").splitlines()):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path} line {n + 1} is not JSON: {exc}") from None
+    return rows
+
+
 def exists(fs: pafs.FileSystem, path: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
