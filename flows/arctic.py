@@ -109,6 +109,17 @@ def main(argv=None) -> int:
             if started_ray:
                 ray.shutdown()
             return 4
+    if "3" in settings.phases:
+        from flows.phase2 import MissingPhaseInput
+        from flows.phase3 import run_phase3
+
+        try:
+            sections["phase3"] = run_phase3(run)
+        except MissingPhaseInput as exc:
+            print(f"arctic: {exc}", file=sys.stderr)
+            if started_ray:
+                ray.shutdown()
+            return 4
     sections["wall_time_s"] = round(time.time() - t0, 2)
     if "1" not in settings.phases and run.exists("manifest.json"):  # keep phase 1's counts
         from operators import storage
@@ -124,16 +135,25 @@ def main(argv=None) -> int:
               f"selected for a budget of {p2['budget_tokens']} ({p2['budget_error']:+.2%}), "
               f"x{p2['epochs']} epochs; scored {p2['score'].get('files')} files at "
               f"{p2['score'].get('files_per_s')} files/s", flush=True)
+    if "phase3" in manifest:
+        p3 = manifest["phase3"]
+        print(f"phase 3: {p3['conservation']['kept']} synthetic files, "
+              f"{p3['selected_tokens']} tokens for a budget of {p3['budget_tokens']} "
+              f"({p3['budget_error']:+.2%}) in {len(p3['waves'])} wave(s); "
+              f"{p3['output_tokens_per_s']} output tokens/s, validation pass rate "
+              f"{p3['validation_pass_rate']}", flush=True)
     print(f"output: {run.uri('phase1')} (documents), {run.uri('removed')} (removal ledger), "
           + (f"{run.uri('phase2')} (phase 2), " if "phase2" in manifest else "")
+          + (f"{run.uri('phase3')} (phase 3), " if "phase3" in manifest else "")
           + f"{run.uri('manifest.json')}", flush=True)
     print(f"wall time: {manifest['wall_time_s']:.1f}s", flush=True)
     if started_ray:
         ray.shutdown()
-    if "phase1" in sections and not sections["phase1"]["conservation"]["ok"]:
-        print("arctic: conservation check failed: " +
-              json.dumps(sections["phase1"]["conservation"]), file=sys.stderr)
-        return 3
+    for phase in ("phase1", "phase3"):
+        if phase in sections and not sections[phase]["conservation"]["ok"]:
+            print(f"arctic: {phase} conservation check failed: " +
+                  json.dumps(sections[phase]["conservation"]), file=sys.stderr)
+            return 3
     return 0
 
 

@@ -76,8 +76,10 @@ def phase1_counts(run: Run, stage_order: list[str], dedup_stages: list[str]) -> 
     by_live = {r["live"]: r for r in grouped_sums(parts, ["live"], ["n_tokens"])}
     input_rows = sum(r["count()"] for r in by_live.values())
     live_tokens = by_live.get(True, {}).get("sum(n_tokens)", 0)
-    ledger = run.read("removed", columns=["stage", "reason", "n_tokens"],
-                      schema=LEDGER_SCHEMA)
+    # phase 1's ledgers only (later phases write theirs beside them)
+    parts = [run.read(f"removed/{rel}", columns=["stage", "reason", "n_tokens"],
+                      schema=LEDGER_SCHEMA) for rel in ["ingest"] + list(dedup_stages)]
+    ledger = parts[0].union(*parts[1:])
     removed: dict[str, dict[str, dict]] = {}
     for r in grouped_sums(ledger, ["stage", "reason"], ["n_tokens"]):
         removed.setdefault(r["stage"], {})[r["reason"]] = {

@@ -45,7 +45,7 @@ def _checksum(ds) -> tuple[int, int]:
     return n, s
 
 
-def _ledger(t: pa.Table) -> pa.Table:
+def _ledger(t: pa.Table, stage: str = "near_dedup") -> pa.Table:
     """In one id partition: near-dup members (side 0) ⋈ their key columns (side 1), minus
     the files exact dedup removed (side 2)."""
     side = t.column("_side")
@@ -57,7 +57,7 @@ def _ledger(t: pa.Table) -> pa.Table:
     if members.num_rows == 0:
         return LEDGER_SCHEMA.empty_table()
     out = members.join(keys, "id", join_type="inner")
-    out = out.append_column("stage", pa.array(["near_dedup"] * out.num_rows, pa.string()))
+    out = out.append_column("stage", pa.array([stage] * out.num_rows, pa.string()))
     out = out.append_column("reason", pa.array(["near_duplicate"] * out.num_rows, pa.string()))
     return conform(out, LEDGER_SCHEMA)
 
@@ -87,11 +87,10 @@ def _sig_rows(t: pa.Table) -> pa.Table:
     return pa.table({"node": keys, "sig": t.column("minhash")})
 
 
-def _verified(run: Run, edges, live_rows: int, n_edges: int):
+def _verified(run: Run, edges, live_rows: int, n_edges: int, source: str, s):
     """Candidate edges whose full signatures agree on >= threshold of positions: two
     partitioned joins (by u, then by v) of the edges with the signatures."""
-    s = run.settings.phase1.near_dedup
-    sigs = run.read("_work/clean", columns=["id", "license", "stars", "minhash"], live=True)
+    sigs = run.read(source, columns=["id", "license", "stars", "minhash"], live=True)
     sigs = sigs.map_batches(_sig_rows, batch_format="pyarrow").map_batches(
         _side, fn_kwargs={"side": 1, "schema": SIG_JOIN}, batch_format="pyarrow")
     n_parts = partition_count(live_rows + n_edges, s.rows_per_partition)
@@ -120,12 +119,18 @@ def _attach(t: pa.Table, key: str, out_col: str) -> pa.Table:
     return out
 
 
-def near_dedup(run: Run, live_rows: int) -> dict:
-    s = run.settings.phase1.near_dedup
+def near_dedup(run: Run, live_rows: int, source: str = "_work/clean",
+               exclude: tuple[str, ...] = ("removed/exact_dedup",),
+               out: str = "removed/near_dedup", stage: str = "near_dedup",
+               settings=None) -> dict:
+    """Near-duplicate ledger of the live rows of ``source`` (with ``lsh_bands``, and
+    ``minhash`` when verifying), leaving out the ids of the ``exclude`` ledgers; written
+    to ``out`` with ``stage``. Settings: phase 1's ``near_dedup`` unless given."""
+    s = settings or run.settings.phase1.near_dedup
     bands, rows = (s.bands, s.rows) if s.bands else optimal_lsh(s.threshold, s.num_perm)
     info: dict = {"threshold": s.threshold, "num_perm": s.num_perm, "ngram": s.ngram,
                   "bands": bands, "rows": rows, "verify": s.verify}
-    nodes = run.read("_work/clean", columns=["id", "license", "stars", "lsh_bands"], live=True)
+    nodes = run.read(source, columns=["id", "license", "stars", "lsh_bands"], live=True)
     bands_rows = nodes.map_batches(cc.explode_bands, batch_format="pyarrow")
     n_parts = partition_count(live_rows * bands, s.rows_per_partition)
     edges = partitioned(bands_rows, ["band", "hash"], n_parts, cc.bucket_edges)
@@ -134,7 +139,7 @@ def near_dedup(run: Run, live_rows: int) -> dict:
     info["candidate_edges"] = prev[0]
     run.log(f"near_dedup: {prev[0]} candidate edges from LSH buckets")
     if s.verify and prev[0]:
-        edges = _verified(run, edges, live_rows, prev[0]).materialize()
+        edges = _verified(run, edges, live_rows, prev[0], source, s).materialize()
         prev = _checksum(edges)
         info["verified_edges"] = prev[0]
         run.log(f"near_dedup: {prev[0]} edges with estimated Jaccard >= {s.threshold}")
@@ -158,17 +163,18 @@ def near_dedup(run: Run, live_rows: int) -> dict:
         prev = cur
     info["rounds"] = rounds
     members = edges.map_batches(cc.star_losers, batch_format="pyarrow")
-    keys = run.read("_work/clean", columns=JOIN_COLS, live=True)
+    keys = run.read(source, columns=JOIN_COLS, live=True)
     parts = [members.map_batches(_side, fn_kwargs={"side": 0, "schema": JOIN_SCHEMA},
                                  batch_format="pyarrow"),
              keys.map_batches(_side, fn_kwargs={"side": 1, "schema": JOIN_SCHEMA},
                               batch_format="pyarrow")]
-    if run.exists("removed/exact_dedup"):
-        gone = run.read("removed/exact_dedup", columns=["id"], schema=LEDGER_SCHEMA)
-        parts.append(gone.map_batches(_side, fn_kwargs={"side": 2, "schema": JOIN_SCHEMA},
-                                      batch_format="pyarrow"))
+    for rel in exclude:
+        if run.exists(rel):
+            gone = run.read(rel, columns=["id"], schema=LEDGER_SCHEMA)
+            parts.append(gone.map_batches(_side, fn_kwargs={"side": 2, "schema": JOIN_SCHEMA},
+                                          batch_format="pyarrow"))
     joined = parts[0].union(*parts[1:])
     ledger = partitioned(joined, ["id"], partition_count(live_rows, s.rows_per_partition),
-                         _ledger)
-    run.write(ledger, "removed/near_dedup")
+                         _ledger, {"stage": stage})
+    run.write(ledger, out)
     return info

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from operators.languages import PAPER_LANGUAGES, validate_languages
+from operators.llm import EngineConfig
 from operators.storage import S3Settings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -309,6 +310,95 @@ class Phase2Settings:
 
 
 @dataclasses.dataclass
+class Phase3Settings:
+    """Phase 3: an instruct LLM rewrites snippets of the phase-2 selection (the top-scored
+    files) into self-contained code files; the answers are validated and deduplicated, and
+    generation stops at the token budget."""
+
+    #: the budget as a share of phase-1 tokens (the paper: 5B of 555B training tokens,
+    #: i.e. 5B per ~400B unique phase-1 tokens), or absolute
+    budget_ratio: float = 5 / 400
+    budget_tokens: int | None = None
+    #: fixed shares of the budget per output language (the paper raises Python to about
+    #: half); the other languages with seeds share the rest as in phase 1
+    shares: dict = dataclasses.field(default_factory=lambda: {"Python": 0.5})
+    #: the engine: model spec, context, tensor parallelism, dtype (see operators.llm)
+    engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
+    #: the generation actor pool: replicas (min, max for autoscaling), resources each,
+    #: requests per batch
+    actors: int = 1
+    max_actors: int | None = None
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    batch_requests: int = 64
+    #: prompt templates: id → weight (packaged: oss_instruct, summarise, generate,
+    #: translate, repair); a folder of *.yaml templates adds or replaces them
+    templates: dict = dataclasses.field(default_factory=lambda: {"oss_instruct": 1.0})
+    templates_dir: str | None = None
+    target_language: str = "Python"
+    #: sampling (recorded per output row)
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 1024
+    #: the seed snippet: lines (Magicoder: 1-15) and a character cap
+    min_lines: int = 1
+    max_lines: int = 15
+    max_seed_chars: int = 4000
+    #: validation: length bounds of a kept file (tokens), truncated answers, parsing
+    min_file_tokens: int = 32
+    max_file_tokens: int = 4096
+    reject_truncated: bool = True
+    require_parse: bool = True
+    #: waves: each is sized from the acceptance measured so far, times ``overshoot``
+    max_waves: int = 6
+    overshoot: float = 1.15
+    max_requests_per_wave: int = 200_000
+    #: accepted tokens per request assumed before any is measured
+    prior_tokens_per_request: float = 200.0
+
+    def __post_init__(self):
+        if not 0.0 < self.budget_ratio <= 1.0:
+            raise SettingsError("phase3.budget_ratio must be in (0, 1]")
+        if self.budget_tokens is not None and self.budget_tokens < 1:
+            raise SettingsError("phase3.budget_tokens must be >= 1")
+        if any(not 0 <= float(v) <= 1 for v in self.shares.values()) or sum(
+                float(v) for v in self.shares.values()) > 1 + 1e-9:
+            raise SettingsError("phase3.shares: each in [0, 1], summing to at most 1")
+        try:
+            self.shares = dict(zip(validate_languages(list(self.shares)),
+                                   (float(v) for v in self.shares.values())))
+            self.target_language = validate_languages([self.target_language])[0]
+        except ValueError as exc:
+            raise SettingsError(f"phase3: {exc}") from None
+        if self.actors < 1 or (self.max_actors is not None and self.max_actors < self.actors):
+            raise SettingsError("phase3.actors >= 1 and max_actors >= actors")
+        if self.cpus_per_actor < 0 or self.gpus_per_actor < 0 or self.batch_requests < 1:
+            raise SettingsError("phase3: actor resources >= 0 and batch_requests >= 1")
+        if self.max_waves < 1 or self.overshoot < 1 or self.max_requests_per_wave < 1:
+            raise SettingsError("phase3: max_waves >= 1, overshoot >= 1, "
+                                "max_requests_per_wave >= 1")
+        if not 0 < self.min_file_tokens <= self.max_file_tokens:
+            raise SettingsError("phase3: 0 < min_file_tokens <= max_file_tokens")
+        if self.max_tokens < 16 or self.max_tokens >= self.engine.max_model_len:
+            raise SettingsError("phase3.max_tokens must be >= 16 and below "
+                                "phase3.engine.max_model_len")
+        if not 0 < self.top_p <= 1 or self.temperature < 0:
+            raise SettingsError("phase3: temperature >= 0 and top_p in (0, 1]")
+        self.builder()  # templates exist, weights and line bounds are valid
+
+    def builder(self, wave: int = 0, seed: int = 0):
+        from operators.synth import PromptBuilder, load_templates
+
+        try:
+            return PromptBuilder(
+                load_templates(self.templates_dir), dict(self.templates),
+                self.target_language, wave, seed, self.temperature, self.top_p,
+                self.max_tokens, self.min_lines, self.max_lines, self.max_seed_chars)
+        except (ValueError, FileNotFoundError) as exc:
+            raise SettingsError(f"phase3: {exc}") from None
+
+
+@dataclasses.dataclass
 class Settings:
     #: input URI (local path or s3://); None = the embedded sample corpus
     input: str | None = None
@@ -324,10 +414,11 @@ class Settings:
     sample: SampleSettings = dataclasses.field(default_factory=SampleSettings)
     phase1: Phase1Settings = dataclasses.field(default_factory=Phase1Settings)
     phase2: Phase2Settings = dataclasses.field(default_factory=Phase2Settings)
+    phase3: Phase3Settings = dataclasses.field(default_factory=Phase3Settings)
 
     KNOWN_PHASES: typing.ClassVar[tuple[str, ...]] = ("1", "2", "3", "mix")
     #: phases this version implements; the others are refused with a clear message
-    IMPLEMENTED_PHASES: typing.ClassVar[tuple[str, ...]] = ("1", "2")
+    IMPLEMENTED_PHASES: typing.ClassVar[tuple[str, ...]] = ("1", "2", "3")
 
     def __post_init__(self):
         self.phases = [str(p).strip() for p in self.phases]

@@ -1,0 +1,412 @@
+"""Phase 3 on Ray Data: an instruct LLM rewrites snippets of the top-scored files into
+self-contained code files, validated, deduplicated and budgeted.
+
+1. ``synth_seeds``  phase 2's selection (the top files per language) hashed and signed as
+   in phase 1 → ``_work/synth_seeds/``.
+2. waves ``synth_wave_<k>``  per seed language a number of requests sized from the tokens
+   still needed and the accepted tokens per request measured so far (a prior before any);
+   each seed file makes its share (:class:`operators.synth.PromptBuilder`), the requests go
+   through the engine on an actor pool (:class:`operators.llm.VLLMGenerator`) and straight
+   on to validation (:class:`operators.synth.SynthValidator`: extraction, parsing, length,
+   redaction, decontamination, hash, MinHash) → ``_work/synth/w<k>/``.
+3. ``synth_dedup_<k>``  exact and near dedup of every output so far against the seeds and
+   each other (the phase-1 keep policy and LSH stage; seeds always win) →
+   ``removed/synth_exact_dedup/``, ``removed/synth_near_dedup/``. Waves stop when every
+   language has its budget, or after ``max_waves``.
+4. ``synth_budget``  the outputs beyond each language's budget are left out at random (a
+   hash of the id, through the histogram thresholds of phase 2) → ``removed/synth_budget/``;
+   the rest are written as ``phase=3`` documents, one per synthetic file, with their
+   provenance (seed, template, sampling) → ``phase3/``; rejected rows →
+   ``removed/synth_rejected/``.
+
+The driver holds per-language counts only; every step streams or shuffles in partitions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+import ray.data
+import xxhash
+
+from flows.manifest import grouped_sums
+from flows.near_dedup import near_dedup
+from flows.phase2 import FILE_COLS, MissingPhaseInput
+from flows.runtime import Run
+from flows.shuffle import anti_join, partition_count, partitioned
+from operators.dedup import ContentHasher, choose_representatives
+from operators.llm import VLLMGenerator
+from operators.schema import DOC_SCHEMA, FILE_SCHEMA, LEDGER_SCHEMA, conform, \
+    tombstones_to_ledger
+from operators.select import histogram, merge_histograms, select, thresholds
+from operators.synth import SYNTH_FIELDS, SYNTH_SCHEMA, SynthValidator
+
+#: seeds rank above every output in the keep policy (the most stars there can be)
+SEED_STARS = 10 ** 12 - 1
+NODE_COLS = ["id", "license", "stars", "content_hash", "lsh_bands", "minhash", "repo",
+             "path", "lang", "n_tokens", "size_bytes", "source", "removed_stage"]
+DEDUP = ["synth_exact_dedup", "synth_near_dedup"]
+PHASE3_SCHEMA = pa.schema(list(DOC_SCHEMA) + [f for f in SYNTH_FIELDS])
+
+
+def _apply(t: pa.Table, op) -> pa.Table:
+    return op(t)
+
+
+def _prepare_seeds(t: pa.Table, ops: list) -> pa.Table:
+    t = conform(t, FILE_SCHEMA)
+    t = t.set_column(t.schema.get_field_index("stars"), "stars",
+                     pa.array([SEED_STARS] * t.num_rows, pa.int64()))
+    t = t.set_column(t.schema.get_field_index("source"), "source",
+                     pa.array(["seed"] * t.num_rows, pa.string()))
+    for op in ops:
+        t = op(t)
+    return t
+
+
+def seeds_stage(run: Run) -> dict:
+    p1 = run.settings.phase1
+    ops = [ContentHasher(), p1.near_dedup.build()]
+    seeds = run.read("_work/selected", columns=FILE_COLS)
+    run.write(seeds.map_batches(_prepare_seeds, fn_kwargs={"ops": ops},
+                                batch_format="pyarrow"), "_work/synth_seeds")
+    rows = grouped_sums(run.read("_work/synth_seeds", columns=["lang", "n_tokens"]),
+                        ["lang"], ["n_tokens"])
+    return {"files": {r["lang"]: r["count()"] for r in rows},
+            "tokens": {r["lang"]: r["sum(n_tokens)"] for r in rows}}
+
+
+# -- budget and planning (pure functions, unit-tested) -------------------------------------
+
+def synth_targets(phase1_tokens: dict[str, int], seed_files: dict[str, int], total: float,
+                  shares: dict[str, float], target_language: str, translate: bool
+                  ) -> dict[str, float]:
+    """Token budget per output language: the fixed ``shares`` first (Python ~half in the
+    paper), the rest split over the other languages with seeds as in phase 1. A language
+    nothing can be generated for gets none; its share goes to the others."""
+    can = {lang for lang, n in seed_files.items() if n > 0}
+    if translate and can - {target_language}:
+        can.add(target_language)
+    fixed = {lang: total * s for lang, s in shares.items() if lang in can}
+    rest = [lang for lang in sorted(can) if lang not in fixed]
+    left = total - sum(fixed.values())
+    weight = {lang: phase1_tokens.get(lang, 0) for lang in rest}
+    out = dict(fixed)
+    if rest and sum(weight.values()) > 0:
+        out |= {lang: left * w / sum(weight.values()) for lang, w in weight.items()}
+    elif fixed:  # no other language: the fixed ones take the whole budget
+        scale = total / sum(fixed.values())
+        out = {lang: v * scale for lang, v in fixed.items()}
+    return out
+
+
+def plan_wave(need: dict[str, float], per_request: dict[str, float],
+              seed_files: dict[str, int], translate_share: float, target_language: str,
+              overshoot: float, cap: int) -> dict[str, int]:
+    """Requests per *seed* language for the next wave. ``per_request``: accepted tokens
+    per request by output language (measured, or the prior). A seed in another language
+    than the target is translated into it with probability ``translate_share``."""
+    plan: dict[str, float] = {}
+    tgt = target_language
+    from_others = 0.0
+    for lang, n_seeds in seed_files.items():
+        if lang == tgt or n_seeds <= 0 or need.get(lang, 0) <= 0:
+            continue
+        own = (1 - translate_share) * per_request[lang]
+        if own > 0:
+            plan[lang] = need[lang] / own * overshoot
+            from_others += plan[lang] * translate_share * per_request.get(tgt, 0) / overshoot
+    left = need.get(tgt, 0) - from_others
+    if left > 0 and per_request.get(tgt, 0) > 0:
+        if seed_files.get(tgt, 0) > 0:
+            plan[tgt] = plan.get(tgt, 0) + left / per_request[tgt] * overshoot
+        elif translate_share > 0:  # no seeds of its own: more translations from the others
+            donors = {k: v for k, v in seed_files.items() if k != tgt and v > 0}
+            extra = left / (translate_share * per_request[tgt]) * overshoot
+            for lang, n in donors.items():
+                plan[lang] = plan.get(lang, 0) + extra * n / sum(donors.values())
+    total = sum(plan.values())
+    scale = min(1.0, cap / total) if total else 1.0
+    return {lang: int(math.ceil(v * scale)) for lang, v in plan.items() if v > 0}
+
+
+def _hash_unit(ids: list, salt) -> np.ndarray:
+    return np.array([xxhash.xxh3_64_intdigest(f"{salt}:{i}".encode()) / 2.0 ** 64 for i in ids])
+
+
+def request_counts(t: pa.Table, plan: dict[str, tuple[int, int]], seed: int, wave: int
+                   ) -> pa.Table:
+    """Each seed file's number of requests: its language's ``n`` requests over its ``k``
+    seed files, the remainder spread by a hash draw (deterministic, expected total n)."""
+    langs = t.column("lang").to_pylist()
+    u = _hash_unit(t.column("id").to_pylist(), f"{seed}:{wave}")
+    counts = []
+    for lang, x in zip(langs, u):
+        n, k = plan.get(lang, (0, 1))
+        counts.append(n // k + int(x < (n % k) / k))
+    return t.append_column("n_requests", pa.array(counts, pa.int32()))
+
+
+# -- waves ---------------------------------------------------------------------------------
+
+def _validator(run: Run) -> SynthValidator:
+    s = run.settings
+    p1, p3 = s.phase1, s.phase3
+    ops = []
+    if p1.decontamination.enabled:
+        ops.append(p1.decontamination.build(s.s3))
+    ops += [ContentHasher(), p1.near_dedup.build()]
+    return SynthValidator(tokenizer=s.tokenizer, min_tokens=p3.min_file_tokens,
+                          max_tokens=p3.max_file_tokens, reject_truncated=p3.reject_truncated,
+                          require_parse=p3.require_parse,
+                          redactor=p1.redaction.build() if p1.redaction.enabled else None,
+                          ops=ops)
+
+
+def generate_wave(run: Run, wave: int, plan: dict[str, int], seed_files: dict[str, int]
+                  ) -> dict:
+    s = run.settings
+    p3 = s.phase3
+    counts = {lang: (n, seed_files[lang]) for lang, n in plan.items()}
+    seeds = run.read("_work/synth_seeds", columns=["id", "content", "lang"], live=True)
+    requests = seeds.map_batches(request_counts, batch_format="pyarrow",
+                                 fn_kwargs={"plan": counts, "seed": s.seed, "wave": wave})
+    requests = requests.map_batches(_apply, fn_kwargs={"op": p3.builder(wave, s.seed)},
+                                    batch_format="pyarrow")
+    pool = ray.data.ActorPoolStrategy(min_size=p3.actors, max_size=p3.max_actors or p3.actors)
+    answers = requests.map_batches(
+        VLLMGenerator, batch_size=p3.batch_requests, batch_format="pyarrow",
+        fn_constructor_kwargs={"engine": p3.engine, "s3": s.s3}, compute=pool,
+        num_cpus=p3.cpus_per_actor, num_gpus=p3.gpus_per_actor)
+    checked = answers.map_batches(_apply, fn_kwargs={"op": _validator(run)},
+                                  batch_format="pyarrow")
+    t = time.time()
+    run.write(checked, f"_work/synth/w{wave:03d}")
+    seconds = time.time() - t
+    rows = run.read(f"_work/synth/w{wave:03d}",
+                    columns=["lang", "output_tokens", "removed_stage"])
+    flat = rows.map_batches(lambda b: b.set_column(
+        2, "removed_stage", pc.fill_null(b.column("removed_stage"), "kept")),
+        batch_format="pyarrow")
+    by = grouped_sums(flat, ["removed_stage"], ["output_tokens"])
+    out_tokens = sum(r["sum(output_tokens)"] for r in by)
+    return {"plan": plan, "requests": sum(r["count()"] for r in by),
+            "seconds": round(seconds, 1), "output_tokens": out_tokens,
+            "output_tokens_per_s": round(out_tokens / seconds, 1) if seconds else None,
+            "rows_by_stage": {r["removed_stage"]: r["count()"] for r in by}}
+
+
+def _nodes(t: pa.Table) -> pa.Table:
+    return conform(t, pa.schema([SYNTH_SCHEMA.field(c) if c in SYNTH_SCHEMA.names else
+                                 pa.field(c, pa.list_(pa.uint64())) for c in NODE_COLS]))
+
+
+def _only_synthetic(t: pa.Table) -> pa.Table:
+    return t.filter(pc.equal(t.column("source"), "synthetic"))
+
+
+def dedup_stage(run: Run) -> dict:
+    """Exact then near dedup of all outputs so far against the seeds and each other."""
+    p1 = run.settings.phase1
+    parts = [run.read(rel, live=True).map_batches(_nodes, batch_format="pyarrow")
+             for rel in ("_work/synth_seeds", "_work/synth")]
+    run.write(parts[0].union(parts[1]), "_work/synth_nodes")
+    n_nodes = run.read("_work/synth_nodes", columns=["id"]).count()
+    n_parts = partition_count(n_nodes, p1.exact_dedup.rows_per_bucket)
+    keys = run.read("_work/synth_nodes", columns=["id", "license", "stars", "content_hash",
+                                                   "repo", "path", "lang", "n_tokens",
+                                                   "size_bytes", "source"])
+    exact = partitioned(keys, ["content_hash"], n_parts, choose_representatives,
+                        {"group_col": "content_hash", "stage": "synth_exact_dedup",
+                         "reason": "exact_duplicate"})
+    run.write(exact.map_batches(_only_synthetic, batch_format="pyarrow"),
+              "removed/synth_exact_dedup")
+    info = {}
+    if p1.near_dedup.enabled:
+        info = near_dedup(run, n_nodes, source="_work/synth_nodes",
+                          exclude=("removed/synth_exact_dedup",), out="_work/synth_near",
+                          stage="synth_near_dedup")
+        near = run.read("_work/synth_near", schema=LEDGER_SCHEMA)
+        run.write(near.map_batches(_only_synthetic, batch_format="pyarrow"),
+                  "removed/synth_near_dedup")
+    return {"nodes": n_nodes, "near_dedup": info}
+
+
+def _dedup_ledgers(run: Run, columns: list[str]) -> list:
+    return [run.read(f"removed/{d}", columns=columns, schema=LEDGER_SCHEMA)
+            for d in DEDUP if run.exists(f"removed/{d}")]
+
+
+def accepted(run: Run) -> tuple[dict, dict]:
+    """Per output language: requests made, and tokens accepted (valid, not duplicates)."""
+    if not run.exists("_work/synth"):
+        return {}, {}
+    rows = run.read("_work/synth", columns=["lang", "n_tokens", "removed_stage"])
+    live = rows.map_batches(lambda b: b.append_column(
+        "live", pc.is_null(b.column("removed_stage"))).drop_columns(["removed_stage"]),
+        batch_format="pyarrow")
+    made: dict[str, int] = {}
+    good: dict[str, int] = {}
+    for r in grouped_sums(live, ["lang", "live"], ["n_tokens"]):
+        made[r["lang"]] = made.get(r["lang"], 0) + r["count()"]
+        if r["live"]:
+            good[r["lang"]] = good.get(r["lang"], 0) + r["sum(n_tokens)"]
+    for ledger in _dedup_ledgers(run, ["lang", "n_tokens"]):
+        for r in grouped_sums(ledger, ["lang"], ["n_tokens"]):
+            good[r["lang"]] = good.get(r["lang"], 0) - r["sum(n_tokens)"]
+    return made, good
+
+
+def _priority(t: pa.Table) -> pa.Table:
+    return t.append_column("quality", pa.array(_hash_unit(t.column("id").to_pylist(), "p3")))
+
+
+def _not_selected(t: pa.Table, cut: dict) -> pa.Table:
+    th = np.array([cut.get(x, np.inf) for x in t.column("lang").to_pylist()])
+    q = t.column("quality").to_numpy(zero_copy_only=False)
+    out = t.filter(pa.array(q < th)).drop_columns(["quality"])
+    out = out.append_column("stage", pa.array(["synth_budget"] * out.num_rows, pa.string()))
+    out = out.append_column("reason", pa.array(["over_budget"] * out.num_rows, pa.string()))
+    return conform(out, LEDGER_SCHEMA)
+
+
+def _to_docs(t: pa.Table) -> pa.Table:
+    n = t.num_rows
+    cols = {"doc_id": t.column("id"), "text": t.column("content"),
+            "phase": pa.array([3] * n, pa.int8()), "part": pa.array([0] * n, pa.int32()),
+            "file_ids": pa.array([[i] for i in t.column("id").to_pylist()],
+                                 pa.list_(pa.string())),
+            "n_files": pa.array([1] * n, pa.int32())}
+    for name, col in cols.items():
+        t = t.append_column(name, col) if name not in t.column_names else t.set_column(
+            t.schema.get_field_index(name), name, col)
+    return conform(t, PHASE3_SCHEMA)
+
+
+def budget_stage(run: Run, targets: dict[str, float]) -> dict:
+    p2 = run.settings.phase2
+    cols = [c for c in SYNTH_SCHEMA.names if not c.startswith("removed_")]
+    schema = pa.schema([SYNTH_SCHEMA.field(c) for c in cols])
+    rows = run.read("_work/synth", columns=cols, live=True)
+    n_parts = partition_count(rows.count(), run.settings.phase1.grouping.rows_per_partition)
+    kept = anti_join(rows, _dedup_ledgers(run, ["id"]), schema, n_parts)
+    kept = kept.map_batches(_priority, batch_format="pyarrow").materialize()
+    keys = kept.select_columns(["lang", "quality", "n_tokens"])
+
+    def hist_fn(ranges):
+        parts = keys.map_batches(histogram, fn_kwargs={"ranges": ranges, "bins": p2.bins},
+                                 batch_format="pyarrow", batch_size=None)
+        return merge_histograms(list(parts.iter_batches(batch_format="pyarrow",
+                                                        batch_size=None)), p2.bins)
+
+    cuts = thresholds(hist_fn, targets, (0.0, 1.0), bins=p2.bins, passes=p2.passes)
+    cut = {lang: c["threshold"] for lang, c in cuts.items()}
+    run.write(kept.map_batches(_not_selected, fn_kwargs={"cut": cut}, batch_format="pyarrow"),
+              "removed/synth_budget")
+    chosen = kept.map_batches(select, fn_kwargs={"cut": cut}, batch_format="pyarrow")
+    run.write(chosen.map_batches(_to_docs, batch_format="pyarrow"), "phase3")
+    rejected = run.read("_work/synth", live=False)
+    run.write(rejected.map_batches(tombstones_to_ledger, batch_format="pyarrow"),
+              "removed/synth_rejected")
+    return {}
+
+
+def _counts(run: Run) -> dict:
+    """The phase-3 funnel: every request is in phase3/ or in exactly one ledger."""
+    made = run.read("_work/synth", columns=["id"]).count()
+    docs = grouped_sums(run.read("phase3", columns=["lang", "n_tokens", "template"],
+                                 schema=PHASE3_SCHEMA), ["lang", "template"], ["n_tokens"])
+    removed = {}
+    for d in ["synth_rejected"] + DEDUP + ["synth_budget"]:
+        ledger = run.read(f"removed/{d}", columns=["stage", "reason", "n_tokens"],
+                          schema=LEDGER_SCHEMA)
+        for r in grouped_sums(ledger, ["stage", "reason"], ["n_tokens"]):
+            removed.setdefault(r["stage"], {})[r["reason"]] = r["count()"]
+    kept_rows = sum(r["count()"] for r in docs)
+    removed_rows = sum(v for st in removed.values() for v in st.values())
+    return {"requests": made, "kept": kept_rows, "removed": removed,
+            "docs": docs, "conservation": {"ok": made == kept_rows + removed_rows,
+                                           "requests": made, "kept": kept_rows,
+                                           "removed": removed_rows}}
+
+
+def run_phase3(run: Run) -> dict:
+    s = run.settings
+    p3 = s.phase3
+    if not run.exists("_stages/select/_SUCCESS"):
+        raise MissingPhaseInput(f"phase 3 needs a phase-2 output under {run.output_uri} "
+                                "(run --phases 2 first, with the same config)")
+    run.stage("synth_seeds", seeds_stage)
+    seed_files = run.stage_info["synth_seeds"]["files"]
+    per_lang = {r["lang"]: r["sum(n_tokens)"] for r in grouped_sums(
+        run.read("_work/scored", columns=["lang", "n_tokens"]), ["lang"], ["n_tokens"])}
+    phase1_tokens = sum(per_lang.values())
+    total = float(p3.budget_tokens) if p3.budget_tokens else p3.budget_ratio * phase1_tokens
+    builder = p3.builder(0, s.seed)
+    weights = {t: w for t, w in builder.weights.items() if w > 0}
+    tshare = sum(w for t, w in weights.items()
+                 if builder.templates[t].output_language == "target") / sum(weights.values())
+    targets = synth_targets(per_lang, seed_files, total, p3.shares, p3.target_language,
+                            tshare > 0)
+    run.log(f"phase 3: budget {total:.0f} tokens: " + ", ".join(
+        f"{k} {v:.0f}" for k, v in sorted(targets.items())))
+    waves = []
+    for wave in range(p3.max_waves):
+        made, good = accepted(run)
+        need = {lang: targets[lang] - good.get(lang, 0) for lang in targets}
+        if all(v <= 0 for v in need.values()):
+            break
+        per_request = {lang: (good.get(lang, 0) / made[lang]) if made.get(lang, 0) >= 8
+                       else p3.prior_tokens_per_request for lang in targets}
+        if wave and all(per_request[lang] <= 0 for lang in need if need[lang] > 0):
+            run.log("phase 3: no output accepted so far for the languages still short; "
+                    "stopping")
+            break
+        plan = plan_wave(need, per_request, seed_files, tshare, p3.target_language,
+                         p3.overshoot, p3.max_requests_per_wave)
+        if not plan:
+            break
+        run.log(f"phase 3: wave {wave}: requests per seed language {plan}")
+        run.stage(f"synth_wave_{wave}", lambda r, w=wave, p=plan: generate_wave(
+            r, w, p, seed_files))
+        run.stage(f"synth_dedup_{wave}", dedup_stage)
+        waves.append(run.stage_info[f"synth_wave_{wave}"])
+    made, good = accepted(run)
+    run.stage("synth_budget", lambda r: budget_stage(r, targets))
+    counts = _counts(run)
+    got: dict[str, int] = {}
+    for r in counts["docs"]:
+        got[r["lang"]] = got.get(r["lang"], 0) + r["sum(n_tokens)"]
+    selected = sum(got.values())
+    templates: dict[str, int] = {}
+    for r in counts["docs"]:
+        templates[r["template"]] = templates.get(r["template"], 0) + r["count()"]
+    rejected = sum(v for st, reasons in counts["removed"].items()
+                   if st not in DEDUP + ["synth_budget"] for v in reasons.values())
+    gen_s = sum(w["seconds"] for w in waves)
+    out_tok = sum(w["output_tokens"] for w in waves)
+    return {
+        "budget_tokens": round(total), "selected_tokens": selected,
+        "budget_error": round(selected / total - 1, 6) if total else None,
+        "budget_met": all(got.get(k, 0) >= 0.99 * v for k, v in targets.items()),
+        "waves": waves, "engine": {"model": p3.engine.model,
+                                   "tensor_parallel_size": p3.engine.tensor_parallel_size},
+        "output_tokens": out_tok, "output_tokens_per_s": round(out_tok / gen_s, 1)
+        if gen_s else None,
+        # of the requests made: answers that passed validation, and files finally kept
+        "validation_pass_rate": round(1 - rejected / counts["requests"], 4)
+        if counts["requests"] else None,
+        "kept_rate": round(counts["kept"] / counts["requests"], 4)
+        if counts["requests"] else None,
+        "languages": {lang: {"budget": round(targets.get(lang, 0)),
+                             "accepted_tokens": good.get(lang, 0),
+                             "selected_tokens": got.get(lang, 0),
+                             "share": round(got.get(lang, 0) / selected, 6) if selected else 0}
+                      for lang in sorted(set(targets) | set(got))},
+        "templates": templates,
+        "removed": counts["removed"], "conservation": counts["conservation"]}

