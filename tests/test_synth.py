@@ -209,3 +209,14 @@ def test_phase3_settings_validate():
         load_settings(overrides={"phase3": {"shares": {"Python": 0.7, "Go": 0.6}}})
     with pytest.raises(SettingsError, match="max_tokens"):
         load_settings(overrides={"phase3": {"max_tokens": 4096}})
+
+
+def test_parse_grade():
+    from flows.grade_files import parse_grade
+
+    assert parse_grade("Score: 4") == 4.0
+    assert parse_grade("I would rate this a solid 3 out of 5.") == 3.0
+    assert parse_grade("The grade is: 5\nbecause it is 10 lines") == 5.0
+    assert parse_grade("Rating - 2.") == 2.0
+    assert parse_grade("no number here") is None and parse_grade(None) is None
+    assert parse_grade("It has 12 functions and 7 classes") is None

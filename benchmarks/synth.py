@@ -1,0 +1,165 @@
+"""Phase-3 engine benchmark: output tokens/s through the Ray Data pipeline against
+standalone vLLM, side by side on the same prompts, model and machine.
+
+    python benchmarks/synth.py [--requests 128] [--max-tokens 256] [--model packaged:smollm2]
+                               [--batch 64] [--out benchmarks/results/synth.md]
+
+Requests: OSS-Instruct prompts built by the flow's :class:`operators.synth.PromptBuilder`
+from files of the embedded sample corpus (every language, fixed seeds), the same rows for
+both sides.
+
+- standalone: one process builds ``vllm.LLM`` with the flow's engine settings and calls
+  ``LLM.chat`` once on all prompts (vLLM's best case: it schedules the whole set);
+- pipeline: ``ray.data.from_arrow(requests).map_batches(VLLMGenerator, ActorPoolStrategy)``
+  as the flow runs it (one actor, ``--batch`` requests per call), materialised.
+
+Both include one engine start; the table gives wall time, engine start, output tokens and
+tokens/s, and the ratio pipeline/standalone (goal >= 0.90). On a GPU machine pass
+``--model`` a model that fits and ``--gpus 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def build_requests(n: int, max_tokens: int) -> pa.Table:
+    from operators.sample_corpus import build_sample_corpus
+    from operators.synth import PromptBuilder, load_templates
+
+    files = []
+    for f in sorted(glob.glob(os.path.join(build_sample_corpus(log=lambda m: None),
+                                           "data/*/*.parquet"))):
+        t = pq.read_table(f, columns=["hexsha", "content", "lang"])
+        files += [r for r in t.to_pylist() if r["content"] and len(r["content"]) > 200]
+    step = max(1, len(files) // n)
+    chosen = files[::step][:n]
+    seeds = pa.table({"id": [r["hexsha"] for r in chosen],
+                      "content": [r["content"] for r in chosen],
+                      "lang": [r["lang"] for r in chosen],
+                      "n_requests": pa.array([1] * len(chosen), pa.int32())})
+    return PromptBuilder(load_templates(), max_tokens=max_tokens, seed=1)(seeds)
+
+
+def standalone(requests_path: str, engine_json: str) -> dict:
+    """Runs in its own process (vLLM must be built under ``__main__``)."""
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    from vllm import LLM, SamplingParams
+
+    from operators.llm import EngineConfig, model_dir
+
+    engine = EngineConfig(**json.loads(engine_json))
+    rows = pq.read_table(requests_path).to_pylist()
+    t0 = time.time()
+    llm = LLM(**engine.llm_kwargs(model_dir(engine.model)))
+    load = time.time() - t0
+    msgs = [json.loads(r["messages_json"]) for r in rows]
+    params = [SamplingParams(temperature=r["temperature"], top_p=r["top_p"],
+                             seed=r["sampling_seed"], max_tokens=r["max_tokens"])
+              for r in rows]
+    t1 = time.time()
+    outs = llm.chat(msgs, params, use_tqdm=False)
+    gen = time.time() - t1
+    return {"wall_s": time.time() - t0, "load_s": load, "generate_s": gen,
+            "output_tokens": sum(len(o.outputs[0].token_ids) for o in outs)}
+
+
+def pipeline(requests: pa.Table, engine, batch: int, gpus: float) -> dict:
+    import ray
+    import ray.data
+
+    from operators.llm import VLLMGenerator
+
+    ray.init(num_cpus=2, object_store_memory=1 << 30, include_dashboard=False,
+             log_to_driver=False)
+    try:
+        t0 = time.time()
+        ds = ray.data.from_arrow(requests).map_batches(
+            VLLMGenerator, batch_size=batch, batch_format="pyarrow",
+            fn_constructor_kwargs={"engine": engine},
+            compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1, num_gpus=gpus)
+        out = ds.materialize()
+        wall = time.time() - t0
+        tokens = sum(r["output_tokens"] or 0 for r in out.select_columns(
+            ["output_tokens"]).iter_rows())
+        failed = sum(1 for r in out.select_columns(["gen_status"]).iter_rows()
+                     if r["gen_status"] != "ok")
+    finally:
+        ray.shutdown()
+    return {"wall_s": wall, "output_tokens": tokens, "failed": failed}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--requests", type=int, default=128)
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--model", default="packaged:smollm2")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--gpus", type=float, default=0.0)
+    p.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results/synth.md"))
+    p.add_argument("--work", default="/tmp/arctic-bench-synth")
+    args = p.parse_args(argv)
+
+    from operators.llm import EngineConfig, model_dir
+
+    engine = EngineConfig(model=args.model, enforce_eager=args.eager,
+                          memory_utilization=0.3 if not args.gpus else 0.85)
+    model_dir(engine.model)  # convert once, outside both timings
+    requests = build_requests(args.requests, args.max_tokens)
+    os.makedirs(args.work, exist_ok=True)
+    path = os.path.join(args.work, "requests.parquet")
+    pq.write_table(requests, path)
+    engine_json = json.dumps({k: getattr(engine, k) for k in (
+        "model", "max_model_len", "tensor_parallel_size", "dtype", "memory_utilization",
+        "enforce_eager", "extra")})
+    res = subprocess.run([sys.executable, __file__, "--_standalone", path, engine_json],
+                         capture_output=True, text=True, check=True)
+    alone = json.loads(res.stdout.strip().splitlines()[-1])
+    piped = pipeline(requests, engine, args.batch, args.gpus)
+    rate_a = alone["output_tokens"] / alone["wall_s"]
+    rate_p = piped["output_tokens"] / piped["wall_s"]
+    lines = [
+        "# Phase-3 engine: pipeline vs standalone vLLM",
+        "",
+        f"`python benchmarks/synth.py --requests {args.requests} --max-tokens "
+        f"{args.max_tokens} --batch {args.batch}`; model {args.model}, "
+        f"{'GPU' if args.gpus else 'vllm-cpu, 2 cores'}, "
+        f"{'eager' if args.eager else 'compiled'}; {requests.num_rows} OSS-Instruct "
+        "prompts from the sample corpus.",
+        "",
+        "| run | wall s | engine start s | output tokens | tokens/s (wall) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| standalone `LLM.chat` | {alone['wall_s']:.1f} | {alone['load_s']:.1f} | "
+        f"{alone['output_tokens']} | {rate_a:.1f} |",
+        f"| pipeline (Ray Data actor pool) | {piped['wall_s']:.1f} | (inside) | "
+        f"{piped['output_tokens']} | {rate_p:.1f} |",
+        "",
+        f"Ratio pipeline / standalone, tokens/s over wall time: **{rate_p / rate_a:.2f}** "
+        f"(goal >= 0.90). Standalone generation alone: "
+        f"{alone['output_tokens'] / alone['generate_s']:.1f} tokens/s. Failed requests in "
+        f"the pipeline: {piped['failed']}.",
+    ]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--_standalone":
+        print(json.dumps(standalone(sys.argv[2], sys.argv[3])))
+        sys.exit(0)
+    sys.exit(main())
