@@ -30,6 +30,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import ray
 import ray.data
 import xxhash
@@ -246,7 +247,8 @@ def accepted(run: Run) -> tuple[dict, dict]:
     """Per output language: requests made, and tokens accepted (valid, not duplicates)."""
     if not run.exists("_work/synth"):
         return {}, {}
-    rows = run.read("_work/synth", columns=["lang", "n_tokens", "removed_stage"])
+    rows = run.read("_work/synth", columns=["lang", "n_tokens", "removed_stage"],
+                    schema=SYNTH_SCHEMA)
     live = rows.map_batches(lambda b: b.append_column(
         "live", pc.is_null(b.column("removed_stage"))).drop_columns(["removed_stage"]),
         batch_format="pyarrow")
@@ -335,12 +337,30 @@ def _counts(run: Run) -> dict:
                                            "removed": removed_rows}}
 
 
+def _clear_unfinished(run: Run) -> None:
+    """Outputs of waves that did not finish (or, without --resume, of any earlier run)
+    must not count towards the budget."""
+    from operators import storage
+
+    if not run.settings.resume:
+        for rel in ["_work/synth", "_work/synth_nodes", "_work/synth_near"] + [
+                f"removed/{d}" for d in DEDUP + ["synth_budget", "synth_rejected"]]:
+            storage.remove_dir(run.fs, run.path(rel))
+        return
+    if run.exists("_work/synth"):
+        for info in run.fs.get_file_info(pafs.FileSelector(run.path("_work/synth"))):
+            wave = int(info.base_name.lstrip("w") or 0)
+            if not run.stage_done(f"synth_wave_{wave}"):
+                storage.remove_dir(run.fs, info.path)
+
+
 def run_phase3(run: Run) -> dict:
     s = run.settings
     p3 = s.phase3
     if not run.exists("_stages/select/_SUCCESS"):
         raise MissingPhaseInput(f"phase 3 needs a phase-2 output under {run.output_uri} "
                                 "(run --phases 2 first, with the same config)")
+    _clear_unfinished(run)
     run.stage("synth_seeds", seeds_stage)
     seed_files = run.stage_info["synth_seeds"]["files"]
     per_lang = {r["lang"]: r["sum(n_tokens)"] for r in grouped_sums(

@@ -241,21 +241,24 @@ class PromptBuilder:
         return pa.table(rows, schema=REQUEST_SCHEMA)
 
 
-_FENCE_RE = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:^[ \t]*```[ \t]*$|\Z)",
-                       re.M | re.S)
+_FENCE_RE = re.compile(
+    r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(^[ \t]*```[ \t]*$|\Z)", re.M | re.S)
 
 
 def extract_code(answer: str, lang: str) -> tuple[str, str]:
     """(code, how): the longest fenced block tagged with the language (else untagged, else
-    any tag), ``how="fenced"``; with no fence, the whole answer (``how="whole"``)."""
-    blocks = [(m.group(1).lower(), m.group(2)) for m in _FENCE_RE.finditer(answer or "")]
+    any tag): ``how="fenced"``, or ``"unclosed"`` when the answer ended inside it; with no
+    fence, the whole answer (``how="whole"``)."""
+    blocks = [(m.group(1).lower(), m.group(2), bool(m.group(3)))
+              for m in _FENCE_RE.finditer(answer or "")]
     if not blocks:
         return (answer or "").strip("\n"), "whole"
     tags = {fence(lang), lang.lower()} | FENCE_ALIASES.get(lang, set())
     for want in (lambda t: t in tags, lambda t: t == "", lambda t: True):
-        chosen = [b for t, b in blocks if want(t)]
+        chosen = [(b, closed) for t, b, closed in blocks if want(t)]
         if chosen:
-            return max(chosen, key=len).strip("\n"), "fenced"
+            code, closed = max(chosen, key=lambda x: len(x[0]))
+            return code.strip("\n"), "fenced" if closed else "unclosed"
     raise AssertionError("unreachable")
 
 
@@ -321,7 +324,8 @@ class SynthValidator:
     Args:
         tokenizer: counts ``n_tokens`` of the extracted code (the flow's tokenizer).
         min_tokens, max_tokens: length bounds of a kept file.
-        reject_truncated: an answer cut by the token limit is not a whole file.
+        reject_truncated: code cut by the token limit is not a whole file (an answer cut
+            after its closed code fence is kept).
         require_parse: reject code that does not parse (unchecked languages pass).
         redactor: phase 1's secret/PII redaction, applied to the extracted code first (a
             model can invent keys and addresses too).
@@ -347,8 +351,9 @@ class SynthValidator:
         n = table.num_rows
         answers = table.column("answer").to_pylist()
         langs = table.column("lang").to_pylist()
-        codes = [extract_code(a, lang)[0] if a is not None else None
+        found = [extract_code(a, lang) if a is not None else (None, None)
                  for a, lang in zip(answers, langs)]
+        codes = [c for c, _ in found]
         t = table.rename_columns(["id" if c == "request_id" else c
                                   for c in table.column_names])
         ext = [EXTENSIONS.get(lang, "txt") for lang in langs]
@@ -372,10 +377,11 @@ class SynthValidator:
         t = mark_removed(t, empty, VALIDATION_STAGE, "empty")
         if self.redactor is not None:
             t = self.redactor(t)
-        if self.reject_truncated:
-            t = mark_removed(t, pc.equal(t.column("finish_reason"), "length"),
-                             VALIDATION_STAGE, "truncated",
-                             "the answer reached the token limit")
+        if self.reject_truncated:  # cut inside the code (a closed fence is whole)
+            cut = pc.and_(pc.equal(t.column("finish_reason"), "length"),
+                          pa.array([how != "fenced" for _, how in found]))
+            t = mark_removed(t, cut, VALIDATION_STAGE, "truncated",
+                             "the answer reached the token limit inside the code")
         t = self.counter(t)
         ntok = pc.fill_null(t.column("n_tokens"), 0)
         t = mark_removed(t, pc.less(ntok, self.min_tokens), VALIDATION_STAGE, "too_short",

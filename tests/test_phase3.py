@@ -19,6 +19,16 @@ from operators.synth import REQUEST_SCHEMA, PromptBuilder, load_templates
 pytestmark = pytest.mark.slow
 
 
+class PoisonedGenerator(VLLMGenerator):
+    """The real engine, except that a prompt containing POISON raises inside the engine
+    call (an engine error we can cause on purpose)."""
+
+    def _generate(self, messages, params):
+        if any("POISON" in m[-1]["content"] for m in messages):
+            raise RuntimeError("poisoned request")
+        return super()._generate(messages, params)
+
+
 def test_engine_on_an_actor_answers_and_fails_rows_alone(ray_local):
     engine = EngineConfig(max_model_len=512)
     seeds = pa.table({"id": ["a", "b"], "lang": ["Python", "Go"],
@@ -30,16 +40,21 @@ def test_engine_on_an_actor_answers_and_fails_rows_alone(ray_local):
     bad = requests.slice(0, 1).set_column(
         REQUEST_SCHEMA.get_field_index("messages_json"), "messages_json",
         pa.array(["not json"], pa.large_string()))
-    requests = pa.concat_tables([requests, bad])
-    gen = ray.remote(num_cpus=1)(VLLMGenerator).remote(engine)
+    poison = requests.slice(0, 1).set_column(
+        REQUEST_SCHEMA.get_field_index("messages_json"), "messages_json",
+        pa.array([json.dumps([{"role": "user", "content": "POISON"}])], pa.large_string()))
+    requests = pa.concat_tables([requests, bad, poison])
+    gen = ray.remote(num_cpus=1)(PoisonedGenerator).remote(engine)
     out = ray.get(gen.__call__.remote(requests)).to_pylist()
-    assert len(out) == 5
+    assert len(out) == 6
     ok = [r for r in out if r["gen_status"] == "ok"]
     assert len(ok) == 3 and all(r["answer"] and r["output_tokens"] > 0 for r in ok)
     assert all(r["finish_reason"] in ("stop", "length") and r["output_tokens"] <= 64
                for r in ok)
+    # each failure is its own row's: the rest of the batch was answered
     assert [r["gen_error"] for r in out if r["gen_status"] == "failed"] == [
-        "prompt_too_long", "bad_request"]
+        "prompt_too_long", "bad_request", "engine_error"]
+    assert "poisoned request" in out[-1]["gen_detail"]
     # the same batch with the same sampling seeds gives the same answers (a different
     # batch composition may not: vLLM is not batch-invariant)
     again = ray.get(gen.__call__.remote(requests)).to_pylist()

@@ -88,7 +88,7 @@ def test_extract_code():
     assert extract_code(answer, "Rust")[0] == "def f():\n    return 1"  # the longest
     assert extract_code("x = 1\n", "Python") == ("x = 1", "whole")
     # an answer cut inside its fence still yields the code so far
-    assert extract_code("```python\nx = 1\ny = 2", "Python")[0] == "x = 1\ny = 2"
+    assert extract_code("```python\nx = 1\ny = 2", "Python") == ("x = 1\ny = 2", "unclosed")
     assert extract_code("```\nint main() {}\n```", "C")[0] == "int main() {}"
 
 
@@ -136,17 +136,17 @@ def test_validator_reasons():
     p = next(iter(read_problems().values()))
     leaked = "```python\n" + p["prompt"] + p["canonical_solution"] + "\n```"
     answers = [GOOD, "", GOOD.replace("return x + 3", "return (x +"), "```python\nx = 1\n```",
-               GOOD, leaked, "```python\n" + "x = 1\n" * 3000 + "```"]
+               GOOD[:-4], leaked, "```python\n" + "x = 1\n" * 3000 + "```",
+               GOOD + "\nThis code defines eight functions that"]
     v = SynthValidator(min_tokens=32, max_tokens=2000, ops=[humaneval, ContentHasher()])
-    t = v(_generated(answers, finish=["stop"] * 4 + ["length", "stop", "stop"],
-                     status=["ok"] * 6 + ["ok"]))
+    t = v(_generated(answers, finish=["stop"] * 4 + ["length", "stop", "stop", "length"]))
     assert t.schema.names[:len(SYNTH_SCHEMA)] == SYNTH_SCHEMA.names
     got = list(zip(t.column("removed_stage").to_pylist(), t.column("removed_reason")
                    .to_pylist()))
     assert got == [(None, None), ("synth_validation", "empty"),
                    ("synth_validation", "syntax_error"), ("synth_validation", "too_short"),
                    ("synth_validation", "truncated"), ("decontamination", "contamination"),
-                   ("synth_validation", "too_long")]
+                   ("synth_validation", "too_long"), (None, None)]
     row = t.to_pylist()[0]
     assert row["content"].startswith("def g0") and row["n_tokens"] > 32
     assert row["path"] == "syn-0.py" and row["repo"] == "synthetic/oss_instruct"
