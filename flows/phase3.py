@@ -108,10 +108,12 @@ def synth_targets(phase1_tokens: dict[str, int], seed_files: dict[str, int], tot
 
 def plan_wave(need: dict[str, float], per_request: dict[str, float],
               seed_files: dict[str, int], translate_share: float, target_language: str,
-              overshoot: float, cap: int) -> dict[str, int]:
+              overshoot: float, cap: int, floor: int = 1) -> dict[str, int]:
     """Requests per *seed* language for the next wave. ``per_request``: accepted tokens
     per request by output language (measured, or the prior). A seed in another language
-    than the target is translated into it with probability ``translate_share``."""
+    than the target is translated into it with probability ``translate_share``. A wave
+    makes at least ``floor`` requests (an engine start is not worth a handful) and at
+    most ``cap``."""
     plan: dict[str, float] = {}
     tgt = target_language
     from_others = 0.0
@@ -132,7 +134,7 @@ def plan_wave(need: dict[str, float], per_request: dict[str, float],
             for lang, n in donors.items():
                 plan[lang] = plan.get(lang, 0) + extra * n / sum(donors.values())
     total = sum(plan.values())
-    scale = min(1.0, cap / total) if total else 1.0
+    scale = min(max(1.0, floor / total), cap / total) if total else 1.0
     return {lang: int(math.ceil(v * scale)) for lang, v in plan.items() if v > 0}
 
 
@@ -190,7 +192,7 @@ def generate_wave(run: Run, wave: int, plan: dict[str, int], seed_files: dict[st
     run.write(checked, f"_work/synth/w{wave:03d}")
     seconds = time.time() - t
     rows = run.read(f"_work/synth/w{wave:03d}",
-                    columns=["lang", "output_tokens", "removed_stage"])
+                    columns=["lang", "output_tokens", "removed_stage"], schema=SYNTH_SCHEMA)
     flat = rows.map_batches(lambda b: b.set_column(
         2, "removed_stage", pc.fill_null(b.column("removed_stage"), "kept")),
         batch_format="pyarrow")
@@ -388,7 +390,7 @@ def run_phase3(run: Run) -> dict:
                     "stopping")
             break
         plan = plan_wave(need, per_request, seed_files, tshare, p3.target_language,
-                         p3.overshoot, p3.max_requests_per_wave)
+                         p3.overshoot, p3.max_requests_per_wave, p3.min_requests_per_wave)
         if not plan:
             break
         run.log(f"phase 3: wave {wave}: requests per seed language {plan}")

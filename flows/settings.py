@@ -353,6 +353,9 @@ class Phase3Settings:
     max_waves: int = 6
     overshoot: float = 1.15
     max_requests_per_wave: int = 200_000
+    #: a short last wave is padded to this many requests (the surplus is trimmed at the
+    #: end): one engine start per wave is the fixed cost
+    min_requests_per_wave: int = 16
     #: accepted tokens per request assumed before any is measured
     prior_tokens_per_request: float = 200.0
 
@@ -374,9 +377,10 @@ class Phase3Settings:
             raise SettingsError("phase3.actors >= 1 and max_actors >= actors")
         if self.cpus_per_actor < 0 or self.gpus_per_actor < 0 or self.batch_requests < 1:
             raise SettingsError("phase3: actor resources >= 0 and batch_requests >= 1")
-        if self.max_waves < 1 or self.overshoot < 1 or self.max_requests_per_wave < 1:
+        if self.max_waves < 1 or self.overshoot < 1 or not (
+                1 <= self.min_requests_per_wave <= self.max_requests_per_wave):
             raise SettingsError("phase3: max_waves >= 1, overshoot >= 1, "
-                                "max_requests_per_wave >= 1")
+                                "1 <= min_requests_per_wave <= max_requests_per_wave")
         if not 0 < self.min_file_tokens <= self.max_file_tokens:
             raise SettingsError("phase3: 0 < min_file_tokens <= max_file_tokens")
         if self.max_tokens < 16 or self.max_tokens >= self.engine.max_model_len:

@@ -189,6 +189,9 @@ def test_plan_wave_sizes_requests_from_yield():
     assert plan == {"Java": 20}
     assert sum(plan_wave(need, per, {"Python": 3, "Java": 3}, 0.0, "Python", 1.0,
                          8).values()) <= 10
+    # a short last wave is padded to the floor, in proportion
+    assert plan_wave({"Python": 150, "Java": 50}, per, {"Python": 3, "Java": 3}, 0.0,
+                     "Python", 1.0, 10**6, floor=16) == {"Python": 10, "Java": 7}
 
 
 def test_request_counts_spread_over_seed_files():
