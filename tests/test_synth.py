@@ -223,3 +223,17 @@ def test_parse_grade():
     assert parse_grade("Rating - 2.") == 2.0
     assert parse_grade("no number here") is None and parse_grade(None) is None
     assert parse_grade("It has 12 functions and 7 classes") is None
+
+
+def test_cluster_config_runs_the_70b_rewriter_tensor_parallel_per_node():
+    from flows.settings import CONFIG_DIR
+
+    p3 = load_settings(CONFIG_DIR / "cluster.yaml").phase3
+    assert p3.engine.model == "meta-llama/Llama-3.1-70B-Instruct"
+    assert p3.engine.tensor_parallel_size == p3.gpus_per_actor == 8
+    kw = p3.engine.llm_kwargs("/models/llama")
+    assert kw["distributed_executor_backend"] == "mp" and kw["enable_chunked_prefill"]
+    assert kw["max_num_seqs"] == 256 and not kw["enforce_eager"]
+    assert p3.budget_ratio == pytest.approx(5 / 400) and p3.shares == {"Python": 0.5}
+    embedded = load_settings().phase3
+    assert embedded.engine.llm_kwargs("/m")["enable_chunked_prefill"] is False
