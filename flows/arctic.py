@@ -99,27 +99,20 @@ def main(argv=None) -> int:
     if "1" in settings.phases:
         run_phase1(run)
         sections["phase1"] = phase1_counts(run, STAGE_ORDER, DEDUP_STAGES)
-    if "2" in settings.phases:
+    if "2" in settings.phases or "3" in settings.phases:
         from flows.phase2 import MissingPhaseInput, run_phase2
-
-        try:
-            sections["phase2"] = run_phase2(run)
-        except MissingPhaseInput as exc:
-            print(f"arctic: {exc}", file=sys.stderr)
-            if started_ray:
-                ray.shutdown()
-            return 4
-    if "3" in settings.phases:
-        from flows.phase2 import MissingPhaseInput
         from flows.phase3 import run_phase3
 
-        try:
-            sections["phase3"] = run_phase3(run)
-        except MissingPhaseInput as exc:
-            print(f"arctic: {exc}", file=sys.stderr)
-            if started_ray:
-                ray.shutdown()
-            return 4
+        for phase, run_phase in (("2", run_phase2), ("3", run_phase3)):
+            if phase not in settings.phases:
+                continue
+            try:
+                sections[f"phase{phase}"] = run_phase(run)
+            except MissingPhaseInput as exc:
+                print(f"arctic: {exc}", file=sys.stderr)
+                if started_ray:
+                    ray.shutdown()
+                return 4
     sections["wall_time_s"] = round(time.time() - t0, 2)
     if "1" not in settings.phases and run.exists("manifest.json"):  # keep phase 1's counts
         from operators import storage

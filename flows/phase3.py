@@ -33,7 +33,6 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import ray
 import ray.data
-import xxhash
 
 from flows.manifest import grouped_sums
 from flows.near_dedup import near_dedup
@@ -45,7 +44,7 @@ from operators.llm import VLLMGenerator
 from operators.schema import DOC_SCHEMA, FILE_SCHEMA, LEDGER_SCHEMA, conform, \
     tombstones_to_ledger
 from operators.select import histogram, merge_histograms, select, thresholds
-from operators.synth import SYNTH_FIELDS, SYNTH_SCHEMA, SynthValidator
+from operators.synth import SYNTH_FIELDS, SYNTH_SCHEMA, SynthValidator, hash_unit
 
 #: seeds rank above every output in the keep policy (the most stars there can be)
 SEED_STARS = 10 ** 12 - 1
@@ -138,16 +137,12 @@ def plan_wave(need: dict[str, float], per_request: dict[str, float],
     return {lang: int(math.ceil(v * scale)) for lang, v in plan.items() if v > 0}
 
 
-def _hash_unit(ids: list, salt) -> np.ndarray:
-    return np.array([xxhash.xxh3_64_intdigest(f"{salt}:{i}".encode()) / 2.0 ** 64 for i in ids])
-
-
 def request_counts(t: pa.Table, plan: dict[str, tuple[int, int]], seed: int, wave: int
                    ) -> pa.Table:
     """Each seed file's number of requests: its language's ``n`` requests over its ``k``
     seed files, the remainder spread by a hash draw (deterministic, expected total n)."""
     langs = t.column("lang").to_pylist()
-    u = _hash_unit(t.column("id").to_pylist(), f"{seed}:{wave}")
+    u = hash_unit(t.column("id").to_pylist(), f"{seed}:{wave}")
     counts = []
     for lang, x in zip(langs, u):
         n, k = plan.get(lang, (0, 1))
@@ -267,7 +262,7 @@ def accepted(run: Run) -> tuple[dict, dict]:
 
 
 def _priority(t: pa.Table) -> pa.Table:
-    return t.append_column("quality", pa.array(_hash_unit(t.column("id").to_pylist(), "p3")))
+    return t.append_column("quality", pa.array(hash_unit(t.column("id").to_pylist(), "p3")))
 
 
 def _not_selected(t: pa.Table, cut: dict) -> pa.Table:
@@ -378,10 +373,10 @@ def run_phase3(run: Run) -> dict:
     run.log(f"phase 3: budget {total:.0f} tokens: " + ", ".join(
         f"{k} {v:.0f}" for k, v in sorted(targets.items())))
     waves = []
-    for wave in range(p3.max_waves):
+    for wave in range(p3.max_waves + 1):  # the last pass only measures
         made, good = accepted(run)
         need = {lang: targets[lang] - good.get(lang, 0) for lang in targets}
-        if all(v <= 0 for v in need.values()):
+        if all(v <= 0 for v in need.values()) or wave == p3.max_waves:
             break
         per_request = {lang: (good.get(lang, 0) / made[lang]) if made.get(lang, 0) >= 8
                        else p3.prior_tokens_per_request for lang in targets}
@@ -398,7 +393,7 @@ def run_phase3(run: Run) -> dict:
             r, w, p, seed_files))
         run.stage(f"synth_dedup_{wave}", dedup_stage)
         waves.append(run.stage_info[f"synth_wave_{wave}"])
-    made, good = accepted(run)
+    # every exit follows a fresh measurement: `good` is the accepted tokens of all waves
     run.stage("synth_budget", lambda r: budget_stage(r, targets))
     counts = _counts(run)
     got: dict[str, int] = {}

@@ -25,7 +25,7 @@ import time
 
 import pyarrow as pa
 
-from operators.tokens import CACHE_DIR, smollm2_gguf
+from operators.tokens import CACHE_DIR, publish_dir, smollm2_gguf
 
 _LOCK = threading.Lock()
 
@@ -62,13 +62,7 @@ def _convert_smollm2(out: str) -> None:
     tmp = f"{out}.tmp{os.getpid()}"
     fresh.to(torch.bfloat16).save_pretrained(tmp)
     AutoTokenizer.from_pretrained(where, gguf_file=name).save_pretrained(tmp)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    try:
-        os.rename(tmp, out)
-    except OSError:  # another process finished first
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish_dir(tmp, out)
 
 
 def model_dir(spec: str, s3=None) -> str:

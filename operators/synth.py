@@ -154,6 +154,11 @@ def _uid(*parts) -> int:
     return xxhash.xxh3_64_intdigest(":".join(str(p) for p in parts).encode())
 
 
+def hash_unit(ids: list, salt) -> np.ndarray:
+    """A deterministic draw in [0, 1) per id (xxh3 of ``salt:id``)."""
+    return np.array([_uid(salt, i) / 2.0 ** 64 for i in ids])
+
+
 REQUEST_SCHEMA = pa.schema([
     pa.field("request_id", pa.string()), pa.field("lang", pa.string()),
     pa.field("seed_id", pa.string()), pa.field("seed_lang", pa.string()),

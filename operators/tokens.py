@@ -62,12 +62,20 @@ def _packaged_smollm2_dir() -> str:
     tok = AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
     tmp = f"{out}.tmp{os.getpid()}"
     tok.save_pretrained(tmp)
+    publish_dir(tmp, out)
+    return out
+
+
+def publish_dir(tmp: str, out: str) -> None:
+    """Move a folder built under a private name into the cache in one rename; when another
+    process published first, its copy stays and ours is dropped."""
+    import shutil
+
     os.makedirs(os.path.dirname(out), exist_ok=True)
     try:
         os.rename(tmp, out)
     except OSError:  # another process finished first
-        pass
-    return out
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def tokenizer_dir(spec: str, s3=None) -> str:

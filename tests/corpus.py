@@ -207,3 +207,17 @@ def make_stack_corpus(root: str) -> dict:
         fh.write(data[:-12] + b"garbage!PAR1")
     expected[f"{file_key(rel_bad)}-file"] = ("removed", "unreadable_file")
     return expected
+
+
+def fixed_head(path) -> str:
+    """A phase-2 head with fixed random weights on the packaged MiniLM encoder: the real
+    encoder and loading code, no training. Written to ``path``; returns its path."""
+    import numpy as np
+
+    from operators.annotate import QualityHead
+
+    head = QualityHead(np.random.default_rng(0).normal(size=384), 0.0, "binary",
+                       "packaged:minilm", chunk=128)
+    with open(path, "wb") as f:
+        f.write(head.to_json())
+    return str(path)

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pyarrow.dataset as pads
 import pytest
 
 from flows.arctic import main
-from operators.annotate import QualityHead
+from corpus import fixed_head
 
 pytestmark = pytest.mark.slow
 
 
 def test_phase2_on_a_phase1_output(ray_local, stack_corpus, tmp_path):
     root, _ = stack_corpus
-    # a head with fixed random weights: the real encoder and loading code, no training
-    head = QualityHead(np.random.default_rng(0).normal(size=384), 0.0, "binary",
-                       "packaged:minilm", chunk=128)
-    (tmp_path / "head.json").write_bytes(head.to_json())
+    fixed_head(tmp_path / "head.json")  # fixed weights: the real encoder, no training
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"phase2:\n  head: {tmp_path / 'head.json'}\n  budget_ratio: 0.3\n"
                    "  epochs: 2\n  bins: 64\n")

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import sys
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
 import ray
 
 from flows.arctic import main
-from operators.annotate import QualityHead
+from corpus import fixed_head
 from operators.llm import EngineConfig, VLLMGenerator
 from operators.synth import REQUEST_SCHEMA, PromptBuilder, load_templates
 
@@ -67,9 +66,7 @@ def test_engine_on_an_actor_answers_and_fails_rows_alone(ray_local):
 
 def test_phase3_in_the_flow(ray_local, stack_corpus, tmp_path):
     root, _ = stack_corpus
-    head = QualityHead(np.random.default_rng(0).normal(size=384), 0.0, "binary",
-                       "packaged:minilm", chunk=128)
-    (tmp_path / "head.json").write_bytes(head.to_json())
+    fixed_head(tmp_path / "head.json")  # fixed weights: the real encoder, no training
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
         f"phase2:\n  head: {tmp_path / 'head.json'}\n  budget_ratio: 0.3\n  epochs: 1\n"
