@@ -68,6 +68,20 @@ def summary_lines(manifest: dict) -> list[str]:
     return lines
 
 
+def mixture_lines(mix: dict) -> list[str]:
+    """The mixture's token table: tokens per phase and source, and the phase shares."""
+    lines = [f"{'mixture':<10}{'source':<14}{'rows':>8}{'tokens':>12}{'share':>8}"
+             f"{'shards':>8}"]
+    for phase, p in mix["phases"].items():
+        for i, (src, v) in enumerate(p["sources"].items()):
+            lines.append(f"{'phase ' + phase if i == 0 else '':<10}{src:<14}{v['rows']:>8}"
+                         f"{v['tokens']:>12}{v['tokens'] / (p['tokens'] or 1):>8.1%}"
+                         f"{p['n_shards'] if i == 0 else '':>8}")
+    lines.append(f"{'total':<24}{mix['rows']:>8}{mix['tokens']:>12}  phases "
+                 + " / ".join(f"{k}: {v:.1%}" for k, v in mix["phase_shares"].items()))
+    return lines
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -113,13 +127,27 @@ def main(argv=None) -> int:
                 if started_ray:
                     ray.shutdown()
                 return 4
+    if "mix" in settings.phases:
+        from flows.mixture import MissingMixtureInput, run_mixture
+
+        try:
+            sections["mixture"] = run_mixture(run)
+        except MissingMixtureInput as exc:
+            print(f"arctic: {exc}", file=sys.stderr)
+            if started_ray:
+                ray.shutdown()
+            return 4
     sections["wall_time_s"] = round(time.time() - t0, 2)
     if "1" not in settings.phases and run.exists("manifest.json"):  # keep phase 1's counts
         from operators import storage
 
         earlier = json.loads(storage.read_bytes(run.fs, run.path("manifest.json")))
-        sections = {k: v for k, v in earlier.items() if k.startswith("phase")} | sections
+        sections = {k: v for k, v in earlier.items()
+                    if k.startswith("phase") or k == "mixture"} | sections
     manifest = write_manifest(run, sections)
+    from flows.report import write_report
+
+    report = write_report(run, manifest)
     for line in summary_lines(manifest) if "phase1" in manifest else []:
         print(line, flush=True)
     if "phase2" in manifest:
@@ -135,10 +163,14 @@ def main(argv=None) -> int:
               f"({p3['budget_error']:+.2%}) in {len(p3['waves'])} wave(s); "
               f"{p3['output_tokens_per_s']} output tokens/s, validation pass rate "
               f"{p3['validation_pass_rate']}", flush=True)
+    if "mixture" in manifest:
+        for line in mixture_lines(manifest["mixture"]):
+            print(line, flush=True)
     print(f"output: {run.uri('phase1')} (documents), {run.uri('removed')} (removal ledger), "
           + (f"{run.uri('phase2')} (phase 2), " if "phase2" in manifest else "")
           + (f"{run.uri('phase3')} (phase 3), " if "phase3" in manifest else "")
-          + f"{run.uri('manifest.json')}", flush=True)
+          + (f"{run.uri('mixture')} (training mixture), " if "mixture" in manifest else "")
+          + f"{run.uri('manifest.json')}, {report}", flush=True)
     print(f"wall time: {manifest['wall_time_s']:.1f}s", flush=True)
     if started_ray:
         ray.shutdown()

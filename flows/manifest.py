@@ -150,15 +150,50 @@ def package_versions() -> dict:
     return out
 
 
+def stage_seconds(run: Run) -> dict:
+    """Seconds per finished stage from the stage markers, so stages run by earlier
+    invocations (``--phases 1`` then ``--phases 2``) are counted too."""
+    import pyarrow.fs as pafs
+
+    out = {}
+    if not run.exists("_stages"):
+        return out
+    for fi in run.fs.get_file_info(pafs.FileSelector(run.path("_stages"))):
+        if fi.type != pafs.FileType.Directory:
+            continue
+        try:
+            marker = json.loads(storage.read_bytes(run.fs, f"{fi.path}/_SUCCESS"))
+        except (FileNotFoundError, OSError, ValueError):
+            continue
+        if marker.get("config_hash") == run.config_hash:
+            out[marker["stage"]] = {"seconds": marker.get("seconds"),
+                                    "finished_at": marker.get("finished_at")}
+    return dict(sorted(out.items(), key=lambda kv: kv[1]["finished_at"] or ""))
+
+
+def public_uri(uri: str) -> str:
+    """A URI without user info or query (where credentials could hide)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if not parts.scheme or len(parts.scheme) == 1:  # a local path (or a Windows drive)
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def write_manifest(run: Run, sections: dict) -> dict:
     manifest = {
         "format": "arctic-curator/manifest/v1",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "input": run.input_uri,
-        "output": run.output_uri,
+        "input": public_uri(run.input_uri),
+        "output": public_uri(run.output_uri),
         "config_hash": run.config_hash,
         "config": run.settings.public(),
         "timings_s": run.timings,
+        "stage_seconds": stage_seconds(run),
         "resumed_stages": run.skipped,
         "stage_info": run.stage_info,
         "packages": package_versions(),

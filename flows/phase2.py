@@ -103,15 +103,21 @@ def select_stage(run: Run) -> dict:
     total = float(p2.budget_tokens) if p2.budget_tokens else p2.budget_ratio * phase1_tokens
     budgets = language_budgets(per_lang, total)
 
-    def hist_fn(ranges):
-        parts = keys.map_batches(histogram, fn_kwargs={"ranges": ranges, "bins": p2.bins},
+    def hist_fn(ranges, bins=p2.bins):
+        parts = keys.map_batches(histogram, fn_kwargs={"ranges": ranges, "bins": bins},
                                  batch_format="pyarrow", batch_size=None)
         return merge_histograms(list(parts.iter_batches(batch_format="pyarrow",
-                                                        batch_size=None)), p2.bins)
+                                                        batch_size=None)), bins)
 
     top = 1.0 if run.stage_info["score"]["mode"] == "binary" else 5.0
     cuts = thresholds(hist_fn, budgets, (0.0, top), bins=p2.bins, passes=p2.passes)
     cut = {lang: c["threshold"] for lang, c in cuts.items()}
+    # the score distribution per language for the report: 20 bins over the score range
+    report_bins = 20
+    dist = hist_fn({lang: (0.0, top, True) for lang in per_lang}, report_bins)
+    histograms = {"range": [0.0, top], "bins": report_bins, "threshold": {
+        lang: c for lang, c in cut.items() if np.isfinite(c)}, "languages": {
+        lang: h["files"].astype(int).tolist() for lang, h in sorted(dist.items())}}
     files = run.read("_work/scored", columns=FILE_COLS + ["quality"])
     chosen = files.map_batches(select, fn_kwargs={"cut": cut}, batch_format="pyarrow")
     run.write(chosen, "_work/selected")
@@ -119,7 +125,7 @@ def select_stage(run: Run) -> dict:
                        ["n_tokens"])
     got = {r["lang"]: r["sum(n_tokens)"] for r in sel}
     n_rows = sum(r["count()"] for r in sel)
-    selected = run.read("_work/selected", columns=FILE_COLS)
+    selected = run.read("_work/selected", columns=FILE_COLS + ["quality"])
     repeated = selected.map_batches(_epochs, fn_kwargs={"epochs": p2.epochs},
                                     batch_format="pyarrow")
     g = s.phase1.grouping
@@ -144,7 +150,7 @@ def select_stage(run: Run) -> dict:
             "selected_tokens": selected_tokens, "selected_files": n_rows,
             "budget_error": round(selected_tokens / total - 1, 6) if total else None,
             "epochs": p2.epochs, "tokens_with_epochs": selected_tokens * p2.epochs,
-            "languages": languages}
+            "languages": languages, "score_histograms": histograms}
 
 
 STAGES = [("score", score), ("select", select_stage)]

@@ -165,8 +165,9 @@ def _read_parquet_files(batch: pa.Table, fs: pafs.FileSystem, columns, live, sch
                 if live is not None:
                     flag = pc.is_null(t.column("removed_stage"))
                     t = t.filter(flag if live else pc.invert(flag))
-                if columns:
-                    t = t.select(columns)
+                if columns:  # with a schema, columns an older writer lacked become nulls
+                    t = t.select([c for c in columns if c in t.column_names]
+                                 if schema is not None else columns)
                 if schema is not None:
                     t = conform(t, schema)
                 if t.num_rows:

@@ -16,6 +16,7 @@ import yaml
 
 from operators.languages import PAPER_LANGUAGES, validate_languages
 from operators.llm import EngineConfig
+from operators.mixture import MixtureSettings
 from operators.storage import S3Settings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -407,7 +408,8 @@ class Settings:
     #: input URI (local path or s3://); None = the embedded sample corpus
     input: str | None = None
     output: str = "./out"
-    phases: list[str] = dataclasses.field(default_factory=lambda: ["1"])
+    #: what to run: the three phases, then the training mixture (``mix``)
+    phases: list[str] = dataclasses.field(default_factory=lambda: ["1", "2", "3", "mix"])
     seed: int = 0
     #: see operators.tokens for the spec forms
     tokenizer: str = "packaged:smollm2"
@@ -419,10 +421,11 @@ class Settings:
     phase1: Phase1Settings = dataclasses.field(default_factory=Phase1Settings)
     phase2: Phase2Settings = dataclasses.field(default_factory=Phase2Settings)
     phase3: Phase3Settings = dataclasses.field(default_factory=Phase3Settings)
+    mixture: MixtureSettings = dataclasses.field(default_factory=MixtureSettings)
 
     KNOWN_PHASES: typing.ClassVar[tuple[str, ...]] = ("1", "2", "3", "mix")
     #: phases this version implements; the others are refused with a clear message
-    IMPLEMENTED_PHASES: typing.ClassVar[tuple[str, ...]] = ("1", "2", "3")
+    IMPLEMENTED_PHASES: typing.ClassVar[tuple[str, ...]] = ("1", "2", "3", "mix")
 
     def __post_init__(self):
         self.phases = [str(p).strip() for p in self.phases]

@@ -32,8 +32,9 @@ from operators.tokens import count_tokens
 class RepoDocumentBuilder:
     """Builds the documents of one (lang, repo) group.
 
-    The input table has ``id``, ``content``, ``path``, ``n_tokens``, ``lang``, ``repo`` and a
-    boolean ``_drop``: rows with ``_drop`` true are removal markers from the dedup stages
+    The input table has ``id``, ``content``, ``path``, ``n_tokens``, ``lang``, ``repo``, an
+    optional ``quality`` (the document gets its files' token-weighted mean) and a boolean
+    ``_drop``: rows with ``_drop`` true are removal markers from the dedup stages
     (no content); every file row whose id has a marker is left out.
     """
 
@@ -73,6 +74,8 @@ class RepoDocumentBuilder:
         paths = files.column("path").to_pylist()
         contents = files.column("content").to_pylist()
         tokens = files.column("n_tokens").to_pylist()
+        scores = (files.column("quality").to_pylist() if "quality" in files.column_names
+                  else [None] * files.num_rows)
         repo_head = self.repo_header.format(repo=repo)
         heads = [self.file_header.format(path=paths[i] or "") for i in order]
         head_tokens = count_tokens([repo_head] + heads, self.tokenizer)
@@ -82,6 +85,7 @@ class RepoDocumentBuilder:
         cur_parts: list[str] = []
         cur_ids: list[str] = []
         cur_tok = 0
+        cur_q: list[tuple[float, int]] = []
 
         def flush():
             part = len(docs)
@@ -92,21 +96,29 @@ class RepoDocumentBuilder:
                 "doc_id": xxhash.xxh3_64_hexdigest(key.encode()), "epoch": self.epoch,
                 "text": repo_head + "".join(cur_parts), "phase": self.phase,
                 "lang": lang, "repo": repo, "part": part, "file_ids": list(cur_ids),
-                "n_files": len(cur_ids), "n_tokens": cur_tok,
+                "n_files": len(cur_ids), "n_tokens": cur_tok, "quality": weighted_mean(cur_q),
             })
 
         for k, i in enumerate(order):
             cost = file_head_tok[k] + (tokens[i] or 0)
             if cur_ids and cur_tok + cost > self.max_doc_tokens:
                 flush()
-                cur_parts, cur_ids, cur_tok = [], [], 0
+                cur_parts, cur_ids, cur_tok, cur_q = [], [], 0, []
             if not cur_ids:
                 cur_tok = repo_tok
             cur_parts.append(heads[k] + contents[i])
             cur_ids.append(ids[i])
             cur_tok += cost
+            if scores[i] is not None:
+                cur_q.append((scores[i], max(1, tokens[i] or 0)))
         flush()
         return pa.Table.from_pylist(docs, schema=DOC_SCHEMA)
+
+
+def weighted_mean(pairs: list[tuple[float, int]]) -> float | None:
+    """The weighted mean of (value, weight) pairs; None for none."""
+    w = sum(k for _, k in pairs)
+    return sum(v * k for v, k in pairs) / w if w else None
 
 
 def group_key_repo(table: pa.Table) -> pa.Array:

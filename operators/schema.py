@@ -66,6 +66,9 @@ DOC_SCHEMA = pa.schema([
     pa.field("n_tokens", pa.int64()),
     #: phase 2 repeats its selection; each repetition is an epoch (null in phase 1)
     pa.field("epoch", pa.int16()),
+    #: the token-weighted mean annotator score of the document's files (phase 2; null when
+    #: its files were not scored)
+    pa.field("quality", pa.float32()),
 ])
 
 #: Columns a stage needs to decide on duplicates, without the content.

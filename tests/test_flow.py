@@ -54,7 +54,7 @@ def test_settings_validation_names_the_setting(tmp_path):
 def test_flow_local_end_to_end_and_resume(ray_local, stack_corpus, tmp_path):
     root, expected = stack_corpus
     out = tmp_path / "out"
-    assert main(["--input", str(root), "--output", str(out)]) == 0
+    assert main(["--input", str(root), "--output", str(out), "--phases", "1"]) == 0
     docs = pads.dataset(out / "phase1").to_table()
     ledger = pads.dataset(out / "removed").to_table()
     check_outcome(docs, ledger, expected)
@@ -124,7 +124,7 @@ def test_flow_local_end_to_end_and_resume(ray_local, stack_corpus, tmp_path):
     assert by["grouping"]["tokens_in"] == by["near_dedup"]["tokens_out"]
 
     # --resume: every stage is skipped and the output is unchanged
-    assert main(["--input", str(root), "--output", str(out), "--resume"]) == 0
+    assert main(["--input", str(root), "--output", str(out), "--resume", "--phases", "1"]) == 0
     m2 = json.loads((out / "manifest.json").read_text())
     assert m2["resumed_stages"] == ["ingest", "exact_dedup", "near_dedup", "grouping"]
     docs2 = pads.dataset(out / "phase1").to_table()
@@ -209,7 +209,8 @@ def test_flow_without_candidate_verification(ray_local, stack_corpus, tmp_path):
     cfg = tmp_path / "noverify.yaml"
     cfg.write_text("phase1:\n  near_dedup:\n    verify: false\n")
     out = tmp_path / "out"
-    assert main(["--config", str(cfg), "--input", str(root), "--output", str(out)]) == 0
+    assert main(["--config", str(cfg), "--input", str(root), "--output", str(out),
+                 "--phases", "1"]) == 0
     check_outcome(pads.dataset(out / "phase1").to_table(),
                   pads.dataset(out / "removed").to_table(), expected)
     info = json.loads((out / "manifest.json").read_text())["stage_info"]["near_dedup"]
