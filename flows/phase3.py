@@ -152,7 +152,7 @@ def request_counts(t: pa.Table, plan: dict[str, tuple[int, int]], seed: int, wav
 
 # -- waves ---------------------------------------------------------------------------------
 
-def _validator(run: Run) -> SynthValidator:
+def build_validator(run: Run) -> SynthValidator:
     s = run.settings
     p1, p3 = s.phase1, s.phase3
     ops = []
@@ -181,7 +181,7 @@ def generate_wave(run: Run, wave: int, plan: dict[str, int], seed_files: dict[st
         VLLMGenerator, batch_size=p3.batch_requests, batch_format="pyarrow",
         fn_constructor_kwargs={"engine": p3.engine, "s3": s.s3}, compute=pool,
         num_cpus=p3.cpus_per_actor, num_gpus=p3.gpus_per_actor)
-    checked = answers.map_batches(_apply, fn_kwargs={"op": _validator(run)},
+    checked = answers.map_batches(_apply, fn_kwargs={"op": build_validator(run)},
                                   batch_format="pyarrow")
     t = time.time()
     run.write(checked, f"_work/synth/w{wave:03d}")

@@ -58,3 +58,31 @@ def stack_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("stack")
     expected = make_stack_corpus(str(root))
     return root, expected
+
+
+@pytest.fixture(scope="session")
+def embedded_run(tmp_path_factory):
+    """`python flows/arctic.py` on the embedded config, every phase and the mixture, with a
+    smaller sample corpus and a phase-3 budget of one short wave (the defaults take ~20 min
+    on two cores). Yields (output dir, sample dir, the finished process)."""
+    import subprocess
+
+    import yaml
+
+    tmp = tmp_path_factory.mktemp("embedded")
+    base = yaml.safe_load((ROOT / "flows/configs/embedded.yaml").read_text())
+    assert base["phases"] == ["1", "2", "3", "mix"]  # what the README's command runs
+    base["sample"].update(max_bytes=3_000_000, max_repo_bytes=400_000,
+                          cache_dir=str(tmp / "sample"))
+    base["ray"]["object_store_memory_mb"] = 800
+    base["phase3"].update(budget_tokens=600, max_tokens=384, max_waves=2,
+                          max_requests_per_wave=16, min_requests_per_wave=16,
+                          batch_requests=16)
+    cfg = tmp / "small.yaml"
+    cfg.write_text(yaml.safe_dump(base))
+    out = tmp / "out"
+    res = subprocess.run([sys.executable, "flows/arctic.py", "--config", str(cfg),
+                          "--output", str(out)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=1500)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return out, tmp / "sample", res

@@ -4,36 +4,21 @@ from source code on this machine, the packaged tokenizer."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pyarrow.dataset as pads
 import pytest
-import yaml
-
-from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
 
-def test_embedded_default_cli(tmp_path):
-    base = yaml.safe_load((ROOT / "flows/configs/embedded.yaml").read_text())
-    base["sample"].update(max_bytes=3_000_000, max_repo_bytes=400_000,
-                          cache_dir=str(tmp_path / "sample"))
-    base["ray"]["object_store_memory_mb"] = 800
-    cfg = tmp_path / "small.yaml"
-    cfg.write_text(yaml.safe_dump(base))
-    out = tmp_path / "out"
-    res = subprocess.run([sys.executable, "flows/arctic.py", "--config", str(cfg),
-                          "--output", str(out)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=900)
-    assert res.returncode == 0, res.stderr[-4000:]
+def test_embedded_default_cli(embedded_run):
+    out, sample, res = embedded_run
     assert f"output: {out}/phase1" in res.stdout
     assert "conservation: input rows" in res.stdout and "OK" in res.stdout
-    summary = json.loads((tmp_path / "sample" / "summary.json").read_text())
+    summary = json.loads((sample / "summary.json").read_text())
     assert "Python" in summary["languages"] and summary["repos"] >= 5
     # The Stack v1 layout with its column names
-    shard = next((tmp_path / "sample" / "data" / "python").glob("*.parquet"))
+    shard = next((sample / "data" / "python").glob("*.parquet"))
     cols = set(pads.dataset(shard).schema.names)
     assert {"hexsha", "content", "lang", "max_stars_repo_name", "max_stars_repo_path",
             "max_stars_repo_licenses"} <= cols
@@ -41,3 +26,11 @@ def test_embedded_default_cli(tmp_path):
     p1 = manifest["phase1"]
     assert p1["conservation"]["ok"] and p1["documents"] > 0
     assert p1["input_rows"] == sum(v["files"] for v in summary["languages"].values())
+    # every phase ran: the default command ends with a mixture, its manifest and a report
+    assert {"phase1", "phase2", "phase3", "mixture"} <= set(manifest)
+    assert manifest["phase3"]["conservation"]["ok"]
+    assert "mixture   source" in res.stdout and f"{out}/mixture (training mixture)" in res.stdout
+    assert (out / "report.html").stat().st_size > 10_000 and (out / "report.md").exists()
+    # every stage of every phase has its wall time
+    assert {"ingest", "grouping", "score", "select", "synth_budget", "mixture"} <= set(
+        manifest["stage_seconds"])

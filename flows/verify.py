@@ -1,0 +1,157 @@
+"""Check a run's mixture against its manifest.
+
+    python flows/verify.py OUT [--config YAML]     # OUT local or s3:// (the config's s3)
+
+Re-reads every shard the manifest lists (one Ray task per shard, so a cluster checks in
+parallel): its sha256, that it is Parquet with the mixture schema, its rows, its tokens,
+its phase; then the per-phase totals by language, source and epoch recomputed from the
+shards against the manifest's; that no shard is missing or unlisted; that the config hash
+is the hash of the recorded config. Exit 0 when everything matches, 1 with the list of
+mismatches otherwise, 2 when there is no manifest or mixture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from operators import storage  # noqa: E402
+from operators.mixture import MIXTURE_SCHEMA, breakdown, merge_breakdowns, sha256  # noqa: E402
+
+
+def check_shard(batch: pa.Table, fs, root: str) -> pa.Table:
+    """Per shard row (path, sha256, rows, tokens, phase): the problems found and the
+    shard's recomputed breakdown."""
+    out_err, out_bd = [], []
+    for s in batch.to_pylist():
+        errors = []
+        bd: list = []
+        try:
+            data = storage.read_bytes(fs, f"{root}/{s['path']}")
+        except (FileNotFoundError, OSError) as exc:
+            out_err.append(json.dumps([f"{s['path']}: cannot be read ({exc})"]))
+            out_bd.append("[]")
+            continue
+        if sha256(data) != s["sha256"]:
+            errors.append(f"{s['path']}: sha256 {sha256(data)[:12]}… != manifest "
+                          f"{s['sha256'][:12]}…")
+        try:
+            table = pq.read_table(pa.BufferReader(data))
+        except (pa.ArrowInvalid, OSError) as exc:
+            errors.append(f"{s['path']}: not a readable Parquet file ({exc})")
+            out_err.append(json.dumps(errors))
+            out_bd.append("[]")
+            continue
+        if table.schema.remove_metadata() != MIXTURE_SCHEMA:
+            errors.append(f"{s['path']}: schema differs from the mixture schema")
+        if table.num_rows != s["rows"]:
+            errors.append(f"{s['path']}: {table.num_rows} rows, manifest {s['rows']}")
+        if "n_tokens" in table.column_names:
+            tokens = int(pc.sum(table.column("n_tokens")).as_py() or 0)
+            if tokens != s["tokens"]:
+                errors.append(f"{s['path']}: {tokens} tokens, manifest {s['tokens']}")
+        if "phase" in table.column_names and table.num_rows:
+            phases = set(pc.unique(table.column("phase")).to_pylist())
+            if phases != {s["phase"]}:
+                errors.append(f"{s['path']}: phase values {sorted(phases)} in a phase "
+                              f"{s['phase']} shard")
+        if {"lang", "source", "epoch", "n_tokens"} <= set(table.column_names):
+            bd = breakdown(table)
+        out_err.append(json.dumps(errors))
+        out_bd.append(json.dumps(bd))
+    return pa.table({"path": batch.column("path"), "errors": out_err, "breakdown": out_bd,
+                     "phase": batch.column("phase")})
+
+
+def config_hash(config: dict) -> str:
+    data = {k: v for k, v in config.items() if k not in ("resume", "phases")}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def verify(fs, root: str) -> tuple[list[str], dict]:
+    """(problems, summary) of the mixture under ``root``; ``FileNotFoundError`` without a
+    manifest, ``KeyError`` without a mixture in it."""
+    import ray.data
+
+    manifest = json.loads(storage.read_bytes(fs, f"{root}/manifest.json"))
+    mix = manifest["mixture"]
+    problems = []
+    if config_hash(manifest["config"]) != manifest["config_hash"]:
+        problems.append("config_hash is not the hash of the recorded config")
+    shards = [{**s, "phase": int(p)} for p, v in mix["phases"].items() for s in v["shards"]]
+    listed = {s["path"] for s in shards}
+    on_disk = set()
+    if storage.exists(fs, f"{root}/mixture"):
+        on_disk = {f[len(root) + 1:] for f in storage.list_files(fs, f"{root}/mixture",
+                                                                  (".parquet",))}
+    problems += [f"{p}: in the mixture but not in the manifest" for p in sorted(on_disk - listed)]
+    checked = []
+    if shards:
+        ds = ray.data.from_items(shards, override_num_blocks=min(len(shards), 1024))
+        checked = ds.map_batches(check_shard, batch_size=1, batch_format="pyarrow",
+                                 fn_kwargs={"fs": fs, "root": root}).take_all()
+    by_phase: dict[int, list] = {}
+    for r in checked:
+        problems += json.loads(r["errors"])
+        by_phase.setdefault(int(r["phase"]), []).append(json.loads(r["breakdown"]))
+    for p, v in mix["phases"].items():
+        got = merge_breakdowns(by_phase.get(int(p), []))
+        for key in ("rows", "tokens", "languages", "sources", "epochs"):
+            if got[key] != v[key]:
+                problems.append(f"phase {p}: {key} recomputed from the shards differ from the "
+                                f"manifest ({json.dumps(got[key])[:200]} != "
+                                f"{json.dumps(v[key])[:200]})")
+    total = sum(v["tokens"] for v in mix["phases"].values())
+    if total != mix["tokens"]:
+        problems.append(f"mixture tokens {mix['tokens']} != the phases' sum {total}")
+    return problems, {"shards": len(shards), "rows": mix["rows"], "tokens": mix["tokens"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="verify", description=__doc__.split("\n\n")[0])
+    p.add_argument("output", help="the run's output URI (local or s3://)")
+    p.add_argument("--config", help="YAML settings, for the s3 endpoint and credentials")
+    args = p.parse_args(argv)
+    from flows.runtime import init_ray
+    from flows.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(args.config, {"output": args.output})
+    except SettingsError as exc:
+        print(f"verify: configuration error: {exc}", file=sys.stderr)
+        return 2
+    fs, root = storage.resolve(args.output, settings.s3)
+    started = init_ray(settings, log=lambda m: None)
+    try:
+        problems, summary = verify(fs, root)
+    except FileNotFoundError:
+        print(f"verify: no manifest.json under {args.output}", file=sys.stderr)
+        return 2
+    except KeyError:
+        print(f"verify: the manifest under {args.output} has no mixture (run --phases mix)",
+              file=sys.stderr)
+        return 2
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    for line in problems:
+        print(f"MISMATCH {line}")
+    status = "FAILED" if problems else "OK"
+    print(f"verify {status}: {summary['shards']} shards, {summary['rows']} rows, "
+          f"{summary['tokens']} tokens; {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
