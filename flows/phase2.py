@@ -67,7 +67,8 @@ def score(run: Run) -> dict:
     scored = phase1_files(run).map_batches(
         QualityScorer, batch_size=p2.batch_files, batch_format="pyarrow",
         fn_constructor_kwargs={"head": head, "batch_tokens": p2.batch_tokens,
-                               "device": "cuda" if p2.gpus_per_actor else "cpu"},
+                               "device": "cuda" if p2.gpus_per_actor else "cpu",
+                               "threads": p2.threads},
         compute=ray.data.ActorPoolStrategy(size=p2.actors),
         num_cpus=p2.cpus_per_actor, num_gpus=p2.gpus_per_actor)
     run.write(scored, "_work/scored")

@@ -298,10 +298,15 @@ class Phase2Settings:
     gpus_per_actor: float = 0.0
     batch_files: int = 64
     batch_tokens: int = 16384
+    #: torch threads per CPU actor (None: one per CPU the actor holds, Ray's default); on a
+    #: small machine a 1-CPU actor may use more threads while the reads upstream are idle
+    threads: int | None = None
 
     def __post_init__(self):
         if not 0.0 < self.budget_ratio <= 1.0:
             raise SettingsError("phase2.budget_ratio must be in (0, 1]")
+        if self.threads is not None and self.threads < 1:
+            raise SettingsError("phase2.threads must be >= 1")
         if self.budget_tokens is not None and self.budget_tokens < 1:
             raise SettingsError("phase2.budget_tokens must be >= 1")
         if self.epochs < 1 or self.bins < 2 or self.passes < 1 or self.actors < 1:

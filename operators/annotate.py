@@ -200,6 +200,14 @@ class QualityHead:
         return head
 
 
+def set_threads(threads: int | None) -> None:
+    """torch's intra-op threads in this process (Ray sets one per CPU an actor holds)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 class QualityScorer:
     """Adds a ``quality`` column (float32) to a file table: the mean score of each live
     file's top, middle and bottom chunks; null for removed rows (a table without
@@ -207,7 +215,8 @@ class QualityScorer:
     per actor (the shape Ray Data's actor pools want)."""
 
     def __init__(self, head: QualityHead, device: str = "auto", batch_tokens: int = 16384,
-                 s3=None):
+                 s3=None, threads: int | None = None):
+        set_threads(threads)
         self.head = head
         self.encoder = Encoder(head.encoder, device=device, batch_tokens=batch_tokens,
                                chunk=head.chunk, s3=s3)
@@ -238,10 +247,7 @@ class ChunkEmbedder:
 
     def __init__(self, spec: str, device: str = "auto", batch_tokens: int = 16384,
                  chunk: int = 512, threads: int | None = None):
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
+        set_threads(threads)
         self.encoder = Encoder(spec, device=device, batch_tokens=batch_tokens, chunk=chunk)
 
     def __call__(self, table: pa.Table) -> pa.Table:

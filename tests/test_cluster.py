@@ -59,7 +59,7 @@ def test_kuberay_manifests_match_the_flow_and_the_autoscaler_groups():
     workers = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
     assert set(workers) == set(GROUPS.values())
     args, settings = _entry_settings(job["spec"]["entrypoint"])
-    assert args.phases == "1,2,3"
+    assert args.phases == "1,2,3,mix"
 
     def gpus(group):
         c = workers[group]["template"]["spec"]["containers"][0]
