@@ -167,8 +167,10 @@ def stage_seconds(run: Run) -> dict:
             continue
         if marker.get("config_hash") == run.config_hash:
             out[marker["stage"]] = {"seconds": marker.get("seconds"),
-                                    "finished_at": marker.get("finished_at")}
-    return dict(sorted(out.items(), key=lambda kv: kv[1]["finished_at"] or ""))
+                                    "finished_at": marker.get("finished_at"),
+                                    "_order": marker.get("finished_unix") or 0.0}
+    ordered = sorted(out.items(), key=lambda kv: (kv[1]["finished_at"] or "", kv[1]["_order"]))
+    return {k: {"seconds": v["seconds"], "finished_at": v["finished_at"]} for k, v in ordered}
 
 
 def public_uri(uri: str) -> str:

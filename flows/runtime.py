@@ -145,7 +145,7 @@ class Run:
         self.stage_info[name] = info
         storage.write_bytes(self.fs, self._marker(name), json.dumps(
             {"stage": name, "config_hash": self.config_hash, "seconds": self.timings[name],
-             "info": info,
+             "info": info, "finished_unix": round(time.time(), 3),
              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode())
         self.log(f"{name}: done in {self.timings[name]:.1f}s")
 
