@@ -111,7 +111,17 @@ def main(argv=None) -> int:
     run.log(f"input {input_uri} → output {settings.output}; phases {','.join(settings.phases)}")
     sections = {}
     if "1" in settings.phases:
-        run_phase1(run)
+        from operators.io import UnreadableInput
+
+        try:
+            run_phase1(run)
+        except UnreadableInput as exc:  # read.strict: the first unreadable file stops the run
+            line = next((ln for ln in str(exc).splitlines() if "cannot read input file" in ln),
+                        str(exc).splitlines()[-1])
+            print(f"arctic: {line.strip()} (read.strict is set)", file=sys.stderr)
+            if started_ray:
+                ray.shutdown()
+            return 5
         sections["phase1"] = phase1_counts(run, STAGE_ORDER, DEDUP_STAGES)
     if "2" in settings.phases or "3" in settings.phases:
         from flows.phase2 import MissingPhaseInput, run_phase2

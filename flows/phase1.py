@@ -31,6 +31,7 @@ import pyarrow as pa
 import ray
 import ray.data
 
+from flows.faults import maybe_die
 from flows.runtime import Run
 from operators.dedup import ContentHasher, choose_representatives
 from operators.filters import ContentChecks, LanguageFilter
@@ -52,6 +53,7 @@ DEDUP_STAGES = ["exact_dedup", "near_dedup"]
 
 def _read_and_clean(batch: pa.Table, reader: FileReader, ops: list):
     """One input file (a one-row batch of paths) → cleaned canonical batches."""
+    maybe_die("ingest")
     for table in reader(batch):
         for op in ops:
             table = op(table)

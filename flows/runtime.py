@@ -152,8 +152,10 @@ class Run:
 
 def _read_parquet_files(batch: pa.Table, fs: pafs.FileSystem, columns, live, schema,
                         rows: int):
+    from flows.faults import maybe_die
     from operators.schema import conform
 
+    maybe_die("read")
     read_cols = columns
     if live is not None and columns and "removed_stage" not in columns:
         read_cols = list(columns) + ["removed_stage"]

@@ -11,6 +11,8 @@ import pyarrow as pa
 import ray.data
 import xxhash
 
+from flows.faults import maybe_die
+
 
 def partition_count(rows: int, rows_per_partition: int) -> int:
     return max(1, math.ceil(rows / max(1, rows_per_partition)))
@@ -37,6 +39,7 @@ def _add_part(t: pa.Table, key_cols, n_parts) -> pa.Table:
 
 
 def _apply(t: pa.Table, fn, fn_kwargs) -> pa.Table:
+    maybe_die("shuffle")
     return fn(t.drop_columns(["_part"]), **fn_kwargs)
 
 

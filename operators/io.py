@@ -45,6 +45,10 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
 REQUIRED = ("content",)
 
 
+class UnreadableInput(RuntimeError):
+    """An input file that cannot be read, with ``read.strict`` set."""
+
+
 def file_key(rel_path: str) -> str:
     """16 hex digits naming an input file (its path relative to the input root)."""
     return xxhash.xxh3_64_hexdigest(rel_path.encode())
@@ -90,6 +94,15 @@ def _as_text(col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
     raise TypeError(f"content column has type {col.type}, expected string or binary")
 
 
+def _cast(batch: pa.Table, name: str, to: pa.DataType) -> pa.ChunkedArray:
+    """A column cast to the canonical type; a failure names the column."""
+    try:
+        return batch.column(name).cast(to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise TypeError(f"column {name!r} ({batch.schema.field(name).type}) cannot be read "
+                        f"as {to}: {exc}") from None
+
+
 def _license_text(col: pa.ChunkedArray) -> pa.Array:
     if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
         return pa.array([",".join(v) if v else None for v in col.to_pylist()], pa.string())
@@ -106,15 +119,15 @@ def normalise_batch(batch: pa.Table, rel_path: str, start_row: int,
     cols["content"] = content
     for canon in ("repo", "path", "ext", "blob_sha"):
         src = _pick(names, canon)
-        cols[canon] = batch.column(src).cast(pa.string()) if src else pa.nulls(n, pa.string())
+        cols[canon] = _cast(batch, src, pa.string()) if src else pa.nulls(n, pa.string())
     src = _pick(names, "license")
     cols["license"] = _license_text(batch.column(src)) if src else pa.nulls(n, pa.string())
     src = _pick(names, "stars")
-    cols["stars"] = batch.column(src).cast(pa.int64()) if src else pa.nulls(n, pa.int64())
+    cols["stars"] = _cast(batch, src, pa.int64()) if src else pa.nulls(n, pa.int64())
     # size: the input's own number when given, else the UTF-8 byte length
     byte_len = pc.binary_length(content).cast(pa.int64())
     src = _pick(names, "size_bytes")
-    cols["size_bytes"] = pc.coalesce(batch.column(src).cast(pa.int64()), byte_len) \
+    cols["size_bytes"] = pc.coalesce(_cast(batch, src, pa.int64()), byte_len) \
         if src else byte_len
     # language: the lang column, else the Stack directory, else the extension
     src = _pick(names, "lang")
@@ -192,7 +205,7 @@ class FileReader:
                 yield table
         except Exception as exc:  # noqa: BLE001 - every failure becomes a record
             if self.strict:
-                raise RuntimeError(f"cannot read input file {path}: {exc}") from exc
+                raise UnreadableInput(f"cannot read input file {path}: {exc}") from exc
             what = "unreadable_file" if emitted == 0 else "unreadable_rest"
             yield quarantine_row(rel, what, f"{path}: {type(exc).__name__}: {exc}",
                                  row="file" if emitted == 0 else f"rest{emitted}")

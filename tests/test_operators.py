@@ -13,7 +13,7 @@ from operators.dedup import (ContentHasher, choose_representatives,
                              normalise_content)
 from operators.filters import BasicFilters, ContentChecks, LanguageFilter, line_stats
 from operators.grouping import RepoDocumentBuilder, group_key_repo
-from operators.io import FileReader, file_key, normalise_batch
+from operators.io import FileReader, UnreadableInput, file_key, normalise_batch
 from operators.languages import canonical_language, language_from_path, validate_languages
 from operators.schema import FILE_SCHEMA, conform, live_mask, mark_removed, tombstones_to_ledger
 from operators.tokens import TokenCounter, count_tokens
@@ -97,7 +97,7 @@ def test_reader_streams_parquet_and_quarantines_bad_files(tmp_path):
         assert q.column("removed_reason").to_pylist() == [reason]
         assert f"{name}.parquet" in q.column("removed_detail")[0].as_py()
     strict = FileReader(str(tmp_path), pafs.LocalFileSystem(), strict=True)
-    with pytest.raises(RuntimeError, match="corrupt.parquet"):
+    with pytest.raises(UnreadableInput, match="corrupt.parquet"):
         list(strict.read_file(str(tmp_path / "data/python/corrupt.parquet")))
 
 
