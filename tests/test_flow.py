@@ -149,7 +149,7 @@ def upload_dir(s3, bucket, prefix, local_root):
             s3.upload_file(full, bucket, key)
 
 
-def test_flow_reads_and_writes_s3(ray_local, s3_server, stack_corpus, tmp_path):
+def test_flow_reads_and_writes_s3(ray_local, s3_server, stack_corpus, tmp_path, capfd):
     root, expected = stack_corpus
     client = s3_client(s3_server)
     client.create_bucket(Bucket="corpus")
@@ -157,9 +157,10 @@ def test_flow_reads_and_writes_s3(ray_local, s3_server, stack_corpus, tmp_path):
     cfg = tmp_path / "s3.yaml"
     cfg.write_text(yaml.safe_dump({
         "s3": {k: s3_server[k] for k in ("endpoint_url", "access_key_id",
-                                         "secret_access_key", "region")}}))
+                                         "secret_access_key", "region")},
+        "mixture": {"include": ["1"]}}))
     assert main(["--config", str(cfg), "--input", "s3://corpus/the-stack",
-                 "--output", "s3://corpus/runs/r1"]) == 0
+                 "--output", "s3://corpus/runs/r1", "--phases", "1,mix"]) == 0
 
     fs = pafs.S3FileSystem(endpoint_override=s3_server["endpoint_url"].split("//")[1],
                            scheme="http", access_key=s3_server["access_key_id"],
@@ -173,9 +174,22 @@ def test_flow_reads_and_writes_s3(ray_local, s3_server, stack_corpus, tmp_path):
     manifest = json.loads(text)
     assert manifest["phase1"]["conservation"]["ok"]
     assert manifest["input"] == "s3://corpus/the-stack"
-    # credentials never reach the manifest
-    assert s3_server["secret_access_key"] not in text
-    assert s3_server["access_key_id"] not in text
+    # the mixture's shards are on S3 and verify there
+    from flows.verify import verify
+
+    problems, summary = verify(fs, "corpus/runs/r1")
+    assert problems == [] and summary["shards"] >= 1
+    assert summary["tokens"] == manifest["mixture"]["phases"]["1"]["tokens"] > 0
+    # credentials never reach the manifest or the report
+    for name in ("manifest.json", "report.html", "report.md"):
+        with fs.open_input_stream(f"corpus/runs/r1/{name}") as f:
+            text = f.read().decode()
+        assert s3_server["secret_access_key"] not in text, name
+        assert s3_server["access_key_id"] not in text, name
+    logs = capfd.readouterr()
+    assert "corpus/runs/r1" in logs.err  # the driver's log is here, and has no credentials
+    for secret in (s3_server["secret_access_key"], s3_server["access_key_id"]):
+        assert secret not in logs.out and secret not in logs.err
 
 
 def test_s3_credentials_and_endpoint_from_the_environment(s3_server, stack_corpus,
