@@ -156,6 +156,21 @@ def test_validator_reasons():
     assert failed.column("removed_reason").to_pylist()[1] == "prompt_too_long"
 
 
+def test_generated_code_is_parsed_never_executed(tmp_path):
+    marker = tmp_path / "executed"
+    hostile = {  # each would create the marker if run, imported or evaluated
+        "Python": f"```python\nimport os\nos.makedirs({str(marker)!r})\n"
+                  + "\n".join(f"def f{i}(x):\n    return x + {i}" for i in range(8)) + "\n```",
+        "Shell": f"```bash\nmkdir -p {marker}\n" + "echo step\n" * 40 + "```",
+        "JavaScript": "```javascript\nrequire('fs').mkdirSync(" + repr(str(marker))
+                      + ");\n" + "function g(a) { return a + 1; }\n" * 10 + "```"}
+    for lang, answer in hostile.items():
+        t = _generated([answer]).set_column(1, "lang", pa.array([lang]))
+        out = SynthValidator(min_tokens=8)(t)
+        assert out.column("removed_reason").to_pylist() == [None], lang  # valid, kept
+        assert not marker.exists(), lang
+
+
 def test_budget_targets_raise_python_to_half():
     p1 = {"Python": 600, "Java": 300, "Go": 100}
     t = synth_targets(p1, {"Python": 5, "Java": 5, "Go": 5}, 1000, {"Python": 0.5}, "Python",
