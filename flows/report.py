@@ -339,15 +339,19 @@ def build(m: dict) -> tuple[str, str, dict[str, bytes]]:
     return render_html(m, figures), render_markdown(m, figures), figures
 
 
-def write_report(run, manifest: dict) -> str:
-    """Write report.html, report.md and report_files/ under the run's output; returns the
-    HTML's URI."""
+def write_files(fs, root: str, manifest: dict) -> None:
+    """report.html, report.md and report_files/ under ``root`` of ``fs``."""
     page, md, figures = build(manifest)
-    storage.write_bytes(run.fs, run.path("report.html"), page.encode())
-    storage.write_bytes(run.fs, run.path("report.md"), md.encode())
-    storage.remove_dir(run.fs, run.path("report_files"))
+    storage.write_bytes(fs, f"{root}/report.html", page.encode())
+    storage.write_bytes(fs, f"{root}/report.md", md.encode())
+    storage.remove_dir(fs, f"{root}/report_files")
     for key, png in figures.items():
-        storage.write_bytes(run.fs, run.path(f"report_files/{key}.png"), png)
+        storage.write_bytes(fs, f"{root}/report_files/{key}.png", png)
+
+
+def write_report(run, manifest: dict) -> str:
+    """Write the report under the run's output; returns the HTML's URI."""
+    write_files(run.fs, run.root, manifest)
     return run.uri("report.html")
 
 
@@ -355,17 +359,11 @@ def main(argv=None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="report", description="rebuild a run's report")
-    p.add_argument("output", help="the run's output directory (local)")
+    p.add_argument("output", help="the run's output (local, or s3:// with the AWS environment)")
     args = p.parse_args(argv)
-    root = Path(args.output)
-    m = json.loads((root / "manifest.json").read_text())
-    page, md, figures = build(m)
-    (root / "report.html").write_text(page)
-    (root / "report.md").write_text(md)
-    (root / "report_files").mkdir(exist_ok=True)
-    for key, png in figures.items():
-        (root / "report_files" / f"{key}.png").write_bytes(png)
-    print(root / "report.html")
+    fs, root = storage.resolve(args.output)
+    write_files(fs, root, json.loads(storage.read_bytes(fs, f"{root}/manifest.json")))
+    print(storage.join(args.output, "report.html"))
     return 0
 
 
