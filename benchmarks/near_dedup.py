@@ -205,15 +205,21 @@ def ours_near_dedup(corpus: Path, out: Path, verify: bool, log=None,
     return {"kept": kept, "timings_s": run.timings}
 
 
-def side_by_side(corpora: dict[int, Path], work: Path, cores: int) -> list[dict]:
-    """Our whole near-dedup stage and DataTrove's MinHash pipeline on the same files, on
-    the same cores; then the scaling figures of ours."""
+def side_by_side(corpora: dict[int, Path], work: Path, cores: int, ours=None,
+                 peer=None) -> list[dict]:
+    """Ours and DataTrove's pipeline on the same files, on the same cores (default: our whole
+    near-dedup stage and DataTrove's MinHash steps); then the scaling figures of ours.
+    ``ours(corpus, out)`` needs Ray initialised; ``peer(corpus, work, tasks, bands, rows)``
+    runs on its own processes. Both return at least ``kept``."""
     import ray
 
     from benchmarks.peers import datatrove_minhash
     from operators.minhash import optimal_lsh
 
+    ours = ours or (lambda corpus, out: ours_near_dedup(corpus, out, verify=True))
+    peer = peer or datatrove_minhash
     bands, rows = optimal_lsh(0.7, 256)
+    smallest = corpora[min(corpora)]
     results = []
     for k, corpus in corpora.items():
         mb = corpus_mb(corpus)
@@ -221,10 +227,10 @@ def side_by_side(corpora: dict[int, Path], work: Path, cores: int) -> list[dict]
         ray.init(num_cpus=cores, include_dashboard=False, object_store_memory=2 << 30,
                  runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
         try:
-            ours_near_dedup(corpus, work / f"warm-{k}", verify=True)  # compile, start workers
+            ours(smallest, work / f"warm-{k}")  # compile, start workers, load models
             with PeakMemory(ray_worker) as mem:
                 t = time.perf_counter()
-                res = ours_near_dedup(corpus, work / f"ours-{k}", verify=True)
+                res = ours(corpus, work / f"ours-{k}")
                 wall = time.perf_counter() - t
             row.update({"ours_s": round(wall, 1), "ours_MB_s_core": round(mb / wall / cores, 2),
                         "ours_peak_worker_MB": mem.peak_mb, "ours_spilled_MB": spilled_mb(),
@@ -235,7 +241,7 @@ def side_by_side(corpora: dict[int, Path], work: Path, cores: int) -> list[dict]
             ray.shutdown()
         with PeakMemory() as mem:
             t = time.perf_counter()
-            dt = datatrove_minhash(corpus, work / f"datatrove-{k}", cores, bands, rows)
+            dt = peer(corpus, work / f"datatrove-{k}", cores, bands, rows)
             wall = time.perf_counter() - t
         row.update({"datatrove_s": round(wall, 1),
                     "datatrove_MB_s_core": round(mb / wall / cores, 2),
@@ -247,7 +253,7 @@ def side_by_side(corpora: dict[int, Path], work: Path, cores: int) -> list[dict]
     return results
 
 
-def scaling_lines(rows: list[dict]) -> list[str]:
+def scaling_lines(rows: list[dict], stages: str = "sign / near_dedup / apply") -> list[str]:
     base = rows[0]
     out = ["| scale | MB | ours s | ours MB/s/core | ours peak worker MB (private / RSS) | "
            "spilled MB | kept | DataTrove s | DataTrove MB/s/core | DataTrove peak worker MB "
@@ -270,7 +276,7 @@ def scaling_lines(rows: list[dict]) -> list[str]:
         out += ["", f"Ours, {x:.0f}x the data: {t:.2f}x the time (goal <= 17x), {m:.2f}x the "
                 f"peak private worker memory, {m_rss:.2f}x the peak worker RSS (goal <= "
                 f"1.2x); log-log slope of time vs size {slope:.2f}.",
-                "Stage seconds (sign / near_dedup / apply): " + "; ".join(
+                f"Stage seconds ({stages}): " + "; ".join(
                     f"{r['scale']}: " + " / ".join(str(v) for v in r["ours_stage_s"].values())
                     for r in rows)]
     return out

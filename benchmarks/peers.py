@@ -50,7 +50,8 @@ def _signature_step(output_folder: Path, config):
 
 
 def datatrove_minhash(corpus: Path, work: Path, tasks: int, bands: int, rows: int,
-                      extra_filters: list | None = None) -> dict:
+                      extra_filters: list | None = None, reader_glob: str | None = None,
+                      id_key: str = "hexsha") -> dict:
     """Run DataTrove's four MinHash steps on ``corpus``'s Parquet files; ``tasks`` worker
     processes for the parallel steps. Returns the number of documents kept."""
     from datatrove.executor import LocalPipelineExecutor
@@ -66,7 +67,9 @@ def datatrove_minhash(corpus: Path, work: Path, tasks: int, bands: int, rows: in
     logs = work / "logs"
 
     def reader():
-        return ParquetReader(str(corpus / "data"), text_key="content", id_key="hexsha",
+        if reader_glob:  # DataTrove's own Parquet output (text and id columns)
+            return ParquetReader(str(corpus), id_key=id_key, glob_pattern=reader_glob)
+        return ParquetReader(str(corpus / "data"), text_key="content", id_key=id_key,
                              glob_pattern="*/*.parquet")
 
     steps = [
@@ -94,3 +97,73 @@ def datatrove_minhash(corpus: Path, work: Path, tasks: int, bands: int, rows: in
 
     kept = pads.dataset(str(work / "deduped"), format="parquet").count_rows()
     return {"kept": kept}
+
+
+def _basic_filter(max_file_bytes: int = 1 << 20, max_line: int = 1000, max_mean: int = 100,
+                  min_alnum: float = 0.25):
+    """StarCoder's basic filters as one DataTrove LambdaFilter (DataTrove ships web-text
+    filters; these are the code ones ours applies first): size, empty, NUL bytes, longest
+    line, mean line length, alphanumeric fraction."""
+    from datatrove.pipeline.filters import LambdaFilter
+
+    def keep(doc) -> bool:
+        text = doc.text
+        if not text.strip() or "\x00" in text or len(text.encode()) > max_file_bytes:
+            return False
+        lines = text.split("\n")
+        lengths = [len(x) for x in lines]
+        if max(lengths) > max_line or sum(lengths) / len(lines) > max_mean:
+            return False
+        return sum(c.isalnum() for c in text) / len(text) >= min_alnum
+
+    return LambdaFilter(keep)
+
+
+def _doc_text(doc) -> bytes:
+    return doc.text.encode()
+
+
+def datatrove_phase1(corpus: Path, work: Path, tasks: int, bands: int, rows: int) -> dict:
+    """DataTrove's closest equivalent of our phase 1: read → code basic filters → e-mail and
+    IP redaction (PIIFormatter) → write; exact dedup (signature, find, filter); then its four
+    MinHash steps. No decontamination (its n-gram decontaminator fetches benchmark tasks
+    from the hub), no secret scanning, no token counting, no repository grouping: ours does
+    all four on top."""
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup import (ExactDedupConfig, ExactDedupFilter,
+                                          ExactDedupSignature, ExactFindDedups)
+    from datatrove.pipeline.formatters import PIIFormatter
+    from datatrove.pipeline.readers import ParquetReader
+    from datatrove.pipeline.writers import ParquetWriter
+
+    logs = work / "logs"
+    clean, exact_out = work / "clean", work / "exact"
+    from datatrove.utils.hashing import HashConfig
+
+    xcfg = ExactDedupConfig(content_getter=_doc_text, hash_config=HashConfig(precision=64))
+    LocalPipelineExecutor(pipeline=[
+        ParquetReader(str(corpus / "data"), text_key="content", id_key="hexsha",
+                      glob_pattern="*/*.parquet"),
+        _basic_filter(), PIIFormatter(), ParquetWriter(str(clean))],
+        tasks=tasks, workers=tasks, logging_dir=str(logs / "clean")).run()
+
+    def clean_reader():
+        return ParquetReader(str(clean))
+
+    LocalPipelineExecutor(pipeline=[
+        clean_reader(), ExactDedupSignature(output_folder=str(work / "xsigs"), config=xcfg)],
+        tasks=tasks, workers=tasks, logging_dir=str(logs / "x1")).run()
+    LocalPipelineExecutor(pipeline=[
+        ExactFindDedups(data_folder=str(work / "xsigs"), output_folder=str(work / "xdups"),
+                        config=xcfg)], tasks=1, logging_dir=str(logs / "x2")).run()
+    LocalPipelineExecutor(pipeline=[
+        clean_reader(), ExactDedupFilter(data_folder=str(work / "xdups"), config=xcfg),
+        ParquetWriter(str(exact_out))],
+        tasks=tasks, workers=tasks, logging_dir=str(logs / "x3")).run()
+    out = datatrove_minhash(exact_out, work / "minhash", tasks, bands, rows,
+                            reader_glob="*.parquet", id_key="id")
+    import pyarrow.dataset as pads
+
+    return {"clean": pads.dataset(str(clean), format="parquet").count_rows(),
+            "exact_kept": pads.dataset(str(exact_out), format="parquet").count_rows(),
+            "kept": out["kept"]}
