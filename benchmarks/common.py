@@ -11,9 +11,12 @@ other copies: k× the data and k× the work, not k× one cluster.
 
 from __future__ import annotations
 
+import builtins
 import collections
+import keyword
 import os
 import random
+import re
 import string
 import subprocess
 import sys
@@ -99,21 +102,55 @@ def _cipher(copy: int) -> dict[int, int]:
     return table
 
 
-def scaled_corpus(base: Path, k: int) -> Path:
-    """``k`` letter-permuted copies of ``base``, one Parquet file per copy and language."""
+#: words a renamed copy keeps: the keywords and common builtins of the corpus's languages
+KEEP_WORDS = frozenset(keyword.kwlist + keyword.softkwlist + dir(builtins) + (
+    "var let const function return if else for while do switch case break continue new "
+    "this typeof instanceof delete void try catch finally throw class extends super import "
+    "export default from async await yield null undefined true false int char long short "
+    "unsigned signed float double struct union enum static extern sizeof typedef include "
+    "define ifdef ifndef endif goto volatile register auto").split())
+IDENTIFIER = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\b")
+
+
+def _rename(text: str, copy: int) -> str:
+    """Every identifier that is not a keyword or builtin gets a per-copy suffix: the copy is
+    still code (same keywords, layout, comments' shape, fertility) but shares no 5-gram
+    shingle with another copy that holds an identifier."""
+    if copy == 0:
+        return text
+    # letters, not digits: dedup normalisation maps digits to one class (DataTrove's does)
+    tag, n = "", copy
+    while n:
+        n, d = divmod(n, 26)
+        tag = chr(ord("a") + d) + tag
+    suffix = f"_q{tag}"
+    return IDENTIFIER.sub(lambda m: m.group(0) if m.group(0) in KEEP_WORDS
+                          else m.group(0) + suffix, text)
+
+
+def scaled_corpus(base: Path, k: int, mode: str = "letters") -> Path:
+    """``k`` copies of ``base``, one Parquet file per copy and language: letters permuted
+    (``letters``: the text stops looking like code to the code filters, fine for a dedup
+    stage alone) or identifiers renamed (``identifiers``: still code, for whole pipelines)."""
     if k == 1:
         return base
-    out = base.parent / f"{base.name}-x{k}"
+    out = base.parent / (f"{base.name}-x{k}" if mode == "letters" else
+                         f"{base.name}-{mode}-x{k}")
     if (out / "_SUCCESS").exists():
         return out
     for f in sorted(base.glob("data/*/*.parquet")):
         t = pq.read_table(f)
         for c in range(k):
-            table = _cipher(c)
-            content = [s.translate(table) for s in t.column("content").to_pylist()]
+            if mode == "letters":
+                table = _cipher(c)
+                content = [s.translate(table) for s in t.column("content").to_pylist()]
+            else:
+                content = [_rename(s, c) for s in t.column("content").to_pylist()]
             data = [s.encode() for s in content]
             copy = t.set_column(t.schema.get_field_index("content"), "content",
                                 pa.array(content, pa.string()))
+            copy = copy.set_column(copy.schema.get_field_index("size"), "size",
+                                   pa.array([len(d) for d in data], t.schema.field("size").type))
             copy = copy.set_column(copy.schema.get_field_index("hexsha"), "hexsha",
                                    pa.array([git_blob_sha(d) for d in data]))
             repos = [f"{r}-copy{c}" for r in t.column("max_stars_repo_name").to_pylist()]
