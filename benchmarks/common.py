@@ -112,20 +112,21 @@ KEEP_WORDS = frozenset(keyword.kwlist + keyword.softkwlist + dir(builtins) + (
 IDENTIFIER = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\b")
 
 
-def _rename(text: str, copy: int) -> str:
-    """Every identifier that is not a keyword or builtin gets a per-copy suffix: the copy is
-    still code (same keywords, layout, comments' shape, fertility) but shares no 5-gram
-    shingle with another copy that holds an identifier."""
-    if copy == 0:
-        return text
-    # letters, not digits: dedup normalisation maps digits to one class (DataTrove's does)
-    tag, n = "", copy
-    while n:
-        n, d = divmod(n, 26)
-        tag = chr(ord("a") + d) + tag
-    suffix = f"_q{tag}"
-    return IDENTIFIER.sub(lambda m: m.group(0) if m.group(0) in KEEP_WORDS
-                          else m.group(0) + suffix, text)
+def _renamer(base: Path, copy: int):
+    """A function that renames every identifier of a text that is not a keyword or builtin
+    to another identifier of the corpus (a seeded permutation of its identifier vocabulary
+    per copy): the copy is still code with real-looking names (its token fertility, comment
+    shapes and line lengths stay those of code), but its 5-gram shingles differ from the
+    original's wherever an identifier stands."""
+    vocab = set()
+    for f in sorted(base.glob("data/*/*.parquet")):
+        for text in pq.read_table(f, columns=["content"]).column("content").to_pylist():
+            vocab.update(IDENTIFIER.findall(text))
+    words = sorted(vocab - KEEP_WORDS)
+    shuffled = list(words)
+    random.Random(copy).shuffle(shuffled)
+    mapping = dict(zip(words, shuffled))
+    return lambda text: IDENTIFIER.sub(lambda m: mapping.get(m.group(0), m.group(0)), text)
 
 
 def scaled_corpus(base: Path, k: int, mode: str = "letters") -> Path:
@@ -138,6 +139,7 @@ def scaled_corpus(base: Path, k: int, mode: str = "letters") -> Path:
                          f"{base.name}-{mode}-x{k}")
     if (out / "_SUCCESS").exists():
         return out
+    renamers: dict = {}
     for f in sorted(base.glob("data/*/*.parquet")):
         t = pq.read_table(f)
         for c in range(k):
@@ -145,7 +147,8 @@ def scaled_corpus(base: Path, k: int, mode: str = "letters") -> Path:
                 table = _cipher(c)
                 content = [s.translate(table) for s in t.column("content").to_pylist()]
             else:
-                content = [_rename(s, c) for s in t.column("content").to_pylist()]
+                rename = renamers.setdefault(c, _renamer(base, c) if c else (lambda x: x))
+                content = [rename(s) for s in t.column("content").to_pylist()]
             data = [s.encode() for s in content]
             copy = t.set_column(t.schema.get_field_index("content"), "content",
                                 pa.array(content, pa.string()))

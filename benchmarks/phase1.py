@@ -60,8 +60,10 @@ def main(argv=None) -> int:
     sig = throughput(corpus)
     lines = ["# Phase-1 benchmark: ours vs DataTrove, and scaling", "",
              f"Corpus: the near-dedup benchmark's {len(SDISTS)} source distributions, and "
-             "copies of it with every identifier that is not a keyword or builtin renamed "
-             "per copy (4x, 16x: still code to the code filters, no cross-copy duplicates); "
+             "copies of it in which every identifier that is not a keyword or builtin is "
+             "renamed to another identifier of the corpus (a seeded permutation of its "
+             "vocabulary per copy; 4x, 16x: still code to the code filters, with real-looking "
+             "names, and no cross-copy duplicates); "
              f"machine: {os.cpu_count()} cores. Command: "
              "`python benchmarks/phase1.py`.", "",
              "## MinHash signatures (one core)", "", "| measure | value |", "| --- | --- |"]

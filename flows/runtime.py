@@ -23,6 +23,11 @@ from operators import storage
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+#: S3 errors worth a task retry, besides the ones Ray's I/O already retries
+TRANSIENT_S3_ERRORS = ["AWS Error INTERNAL_FAILURE", "AWS Error NETWORK_CONNECTION",
+                       "AWS Error SLOW_DOWN", "AWS Error SERVICE_UNAVAILABLE",
+                       "Failed to flush response stream", "Connection reset"]
+
 
 def init_ray(settings: Settings, log=print) -> bool:
     """Connect to the cluster (``ray job submit``, ``RAY_ADDRESS`` or ``ray.address``), or
@@ -65,6 +70,13 @@ class Run:
         self.t0 = time.time()
         ctx = ray.data.DataContext.get_current()
         ctx.shuffle_strategy = ShuffleStrategy(settings.ray.shuffle_strategy)
+        # a stage's own tasks read and write with pyarrow's S3 client, whose retries cover a
+        # request but not a response stream cut mid-body: retry the task on the transient
+        # S3 errors Ray retries its own I/O on (a task replays its input from the start and
+        # Ray skips the blocks it already yielded; our tasks are deterministic)
+        ctx.retried_map_errors = list(dict.fromkeys(list(ctx.retried_io_errors)
+                                                    + TRANSIENT_S3_ERRORS))
+        ctx.max_map_retries = settings.ray.map_retries
 
     # -- logging ---------------------------------------------------------------------------
     def log(self, msg: str) -> None:

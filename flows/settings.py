@@ -41,10 +41,15 @@ class RaySettings:
     #: task-based sort shuffle has the least fixed cost per shuffle (no aggregator actors
     #: to start), which matters for the many small shuffles of the component rounds.
     shuffle_strategy: str = "sort_shuffle_pull_based"
+    #: retries of a stage task that failed on a transient S3 error (a response cut
+    #: mid-stream, throttling); the task replays its input deterministically
+    map_retries: int = 5
 
     def __post_init__(self):
         from ray.data.context import ShuffleStrategy
 
+        if self.map_retries < 0:
+            raise SettingsError("ray.map_retries must be >= 0")
         known = [s.value for s in ShuffleStrategy]
         if self.shuffle_strategy not in known:
             raise SettingsError(f"ray.shuffle_strategy: {self.shuffle_strategy!r} is not one "

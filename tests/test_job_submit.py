@@ -63,8 +63,11 @@ def test_ray_job_submit_runs_the_flow(ray_head, stack_corpus, tmp_path):
     ray_bin, url, env = ray_head
     root, expected = stack_corpus
     out = tmp_path / "job-out"
+    cfg = tmp_path / "job.yaml"  # phase 1 and its mixture (phases 2-3 have their own tests)
+    cfg.write_text("mixture:\n  include: ['1']\n")
     cmd = [ray_bin, "job", "submit", "--address", url, "--working-dir", str(ROOT), "--",
-           "python", "flows/arctic.py", "--input", str(root), "--output", str(out)]
+           "python", "flows/arctic.py", "--config", str(cfg), "--input", str(root),
+           "--output", str(out), "--phases", "1,mix"]
     for _ in range(30):  # the head's job agent may come up after its dashboard
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         log = res.stdout + res.stderr
@@ -78,6 +81,9 @@ def test_ray_job_submit_runs_the_flow(ray_head, stack_corpus, tmp_path):
     assert "conservation: input rows" in log and "OK" in log
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["phase1"]["conservation"]["ok"]
+    # the mixture's shards were written by the cluster's workers, as the manifest lists them
+    shards = manifest["mixture"]["phases"]["1"]["shards"]
+    assert shards and all((out / s["path"]).stat().st_size == s["bytes"] for s in shards)
     docs = pads.dataset(out / "phase1").to_table()
     ledger = pads.dataset(out / "removed").to_table()
     n_docs = sum(len(x) for x in docs.column("file_ids").to_pylist())
