@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
@@ -116,6 +118,28 @@ def test_reader_jsonl_keeps_line_numbers_and_records_broken_lines(tmp_path):
 
 
 # -- filters -----------------------------------------------------------------------------
+def test_alnum_fraction_lookup_equals_the_unicode_regex():
+    from operators.filters import alnum_fraction
+
+    texts = ["abc 123", "", None, "héllo wörld ß ٣ Ⅻ", "!!!", "x\x00y", "日本語 abc",
+             "   ", "def f(x):\n    return x_1 + 2  # ok\n", "ñ" * 50 + "-" * 50]
+    arr = pa.array(texts)
+
+    def regex(a):
+        a = pc.fill_null(a, "")
+        chars = pc.utf8_length(a).to_numpy(zero_copy_only=False).astype(float)
+        hits = pc.count_substring_regex(a, r"[\p{L}\p{N}]").to_numpy(
+            zero_copy_only=False).astype(float)
+        return np.divide(hits, chars, out=np.zeros_like(chars), where=chars > 0)
+
+    for a in (arr, arr.slice(2, 6), pa.chunked_array([arr.slice(0, 3), arr.slice(3)]),
+              arr.cast(pa.large_string())):
+        full = a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+        assert np.array_equal(alnum_fraction(a), regex(full))
+    expected = [sum(ch.isalnum() for ch in t) / len(t) if t else 0.0 for t in texts]
+    assert np.allclose(alnum_fraction(arr), expected)
+
+
 def test_content_checks():
     t = files(content=["ok\n", "  \n\t", "a\x00b", "x" * 50], path=["a", "b", "c", "d"])
     t = ContentChecks(max_file_bytes=20)(t)
