@@ -107,6 +107,13 @@ def main(argv=None) -> int:
     t0 = time.time()
     input_uri = resolve_input(settings, log)
     started_ray = init_ray(settings, log)
+
+    def stop(message: str, code: int) -> int:
+        """A run that cannot go on: say why, release the Ray this run started."""
+        print(f"arctic: {message}", file=sys.stderr)
+        if started_ray:
+            ray.shutdown()
+        return code
     run = Run(settings, input_uri, log)
     run.log(f"input {input_uri} → output {settings.output}; phases {','.join(settings.phases)}")
     sections = {}
@@ -118,10 +125,7 @@ def main(argv=None) -> int:
         except UnreadableInput as exc:  # read.strict: the first unreadable file stops the run
             line = next((ln for ln in str(exc).splitlines() if "cannot read input file" in ln),
                         str(exc).splitlines()[-1])
-            print(f"arctic: {line.strip()} (read.strict is set)", file=sys.stderr)
-            if started_ray:
-                ray.shutdown()
-            return 5
+            return stop(f"{line.strip()} (read.strict is set)", 5)
         sections["phase1"] = phase1_counts(run, STAGE_ORDER, DEDUP_STAGES)
     if "2" in settings.phases or "3" in settings.phases:
         from flows.phase2 import MissingPhaseInput, run_phase2
@@ -133,20 +137,14 @@ def main(argv=None) -> int:
             try:
                 sections[f"phase{phase}"] = run_phase(run)
             except MissingPhaseInput as exc:
-                print(f"arctic: {exc}", file=sys.stderr)
-                if started_ray:
-                    ray.shutdown()
-                return 4
+                return stop(str(exc), 4)
     if "mix" in settings.phases:
         from flows.mixture import MissingMixtureInput, run_mixture
 
         try:
             sections["mixture"] = run_mixture(run)
         except MissingMixtureInput as exc:
-            print(f"arctic: {exc}", file=sys.stderr)
-            if started_ray:
-                ray.shutdown()
-            return 4
+            return stop(str(exc), 4)
     sections["wall_time_s"] = round(time.time() - t0, 2)
     if "1" not in settings.phases and run.exists("manifest.json"):  # keep phase 1's counts
         from operators import storage

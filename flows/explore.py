@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 import ray
 import ray.data
 
-from flows.runtime import Run
+from flows.runtime import Run, export_repo_path
 from flows.settings import load_settings
 from operators import storage
 from operators.schema import LEDGER_SCHEMA
@@ -29,11 +29,7 @@ def connect(log=print) -> str:
         ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False)
         where = "cluster"
     except (ConnectionError, RuntimeError, ValueError):
-        from flows.runtime import REPO_ROOT
-
-        os.environ["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                                if p])
+        export_repo_path()
         ray.init(include_dashboard=False, log_to_driver=False)
         where = "local"
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -69,8 +65,7 @@ def removal_samples(run: Run, per_reason: int = 2, snippet: int = 300) -> list[d
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     block = ds.map_batches(_first_per_group, batch_format="pyarrow", batch_size=None,
                            fn_kwargs={"keys": ["stage", "reason"], "k": per_reason})
-    rows = pa.Table.from_pylist(block.take_all(), schema=LEDGER_SCHEMA) if block.count() \
-        else LEDGER_SCHEMA.empty_table()
+    rows = pa.Table.from_pylist(block.take_all(), schema=LEDGER_SCHEMA)  # one execution
     rows = _first_per_group(rows, ["stage", "reason"], per_reason).to_pylist()
     texts = contents(run, [r["id"] for r in rows])
     for r in rows:

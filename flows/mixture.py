@@ -58,16 +58,15 @@ def _text_bytes(batch: pa.Table, fs) -> pa.Table:
     return pa.table({"bytes": pa.array([total], pa.int64())})
 
 
-def bytes_per_token(run: Run, rel: str) -> float:
-    """Text bytes per token of a flow output, from its Parquet footers (no data read)."""
+def bytes_per_token(run: Run, rel: str, tokens: int) -> float:
+    """Text bytes per token of a flow output holding ``tokens`` tokens, the bytes from its
+    Parquet footers (no data read)."""
     files = storage.list_files(run.fs, run.path(rel), (".parquet",))
-    if not files:
+    if not files or not tokens:
         return 0.0
     sizes = ray.data.from_items([{"path": f} for f in files]).map_batches(
         _text_bytes, batch_size=16, batch_format="pyarrow", fn_kwargs={"fs": run.fs})
-    total = sum(int(r["bytes"]) for r in sizes.iter_rows())
-    tokens = sum(available_tokens(run, rel, False).values())
-    return total / tokens if tokens else 0.0
+    return sum(int(r["bytes"]) for r in sizes.iter_rows()) / tokens
 
 
 def _write_shard(group: pa.Table, *, fs, root: str, phase: int, n_shards: int,
@@ -95,7 +94,16 @@ def mix_phase(run: Run, phase: str) -> dict:
                 "mixture.include")
     available = [available_tokens(run, c.input, c.first_epoch_only) for c in comps]
     plans = plan_phase(comps, available)
-    bpt = {c.input: bytes_per_token(run, c.input) for c in comps}
+    # an input's whole token count: a component reading all of it already summed it
+    totals = {c.input: sum(a.values()) for c, a in zip(comps, available)
+              if not c.first_epoch_only}
+    bpt = {}
+    for c in comps:
+        if c.input not in bpt:
+            tokens = totals.get(c.input)
+            if tokens is None:
+                tokens = sum(available_tokens(run, c.input, False).values())
+            bpt[c.input] = bytes_per_token(run, c.input, tokens)
     expected = sum(p["tokens"] * bpt[c.input] for p, c in zip(plans, comps))
     n_shards = shard_count(expected, m.compressed_ratio, m.shard_bytes)
     run.log(f"mixture phase {phase}: " + ", ".join(

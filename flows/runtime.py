@@ -29,6 +29,13 @@ TRANSIENT_S3_ERRORS = ["AWS Error INTERNAL_FAILURE", "AWS Error NETWORK_CONNECTI
                        "Failed to flush response stream", "Connection reset"]
 
 
+def export_repo_path() -> None:
+    """Local Ray workers inherit the driver's environment: make the project importable
+    there (before a local ``ray.init``)."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+
 def init_ray(settings: Settings, log=print) -> bool:
     """Connect to the cluster (``ray job submit``, ``RAY_ADDRESS`` or ``ray.address``), or
     start a local Ray sized for one machine. False when Ray was already initialised (a
@@ -40,9 +47,7 @@ def init_ray(settings: Settings, log=print) -> bool:
         ray.init(address=address)
         log(f"connected to Ray at {address}: {ray.cluster_resources()}")
         return True
-    # local workers inherit the driver's environment: make the project importable there
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    export_repo_path()
     kwargs = {"include_dashboard": False}
     if settings.ray.object_store_memory_mb:
         kwargs["object_store_memory"] = settings.ray.object_store_memory_mb * 1024 * 1024
