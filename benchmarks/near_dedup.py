@@ -206,11 +206,13 @@ def ours_near_dedup(corpus: Path, out: Path, verify: bool, log=None,
 
 
 def side_by_side(corpora: dict[int, Path], work: Path, cores: int, ours=None,
-                 peer=None) -> list[dict]:
+                 peer=None, extra_peers: dict | None = None) -> list[dict]:
     """Ours and DataTrove's pipeline on the same files, on the same cores (default: our whole
     near-dedup stage and DataTrove's MinHash steps); then the scaling figures of ours.
     ``ours(corpus, out)`` needs Ray initialised; ``peer(corpus, work, tasks, bands, rows)``
-    runs on its own processes. Both return at least ``kept``."""
+    runs on its own processes. Both return at least ``kept``. ``extra_peers`` (name →
+    function like ``peer``) run after it on the same corpus; their figures go in the row
+    under ``{name}_s``, ``{name}_MB_s_core``, ... and ``speedup_{name}``."""
     import ray
 
     from benchmarks.peers import datatrove_minhash
@@ -239,15 +241,17 @@ def side_by_side(corpora: dict[int, Path], work: Path, cores: int, ours=None,
                         "ours_stage_s": res["timings_s"]})
         finally:
             ray.shutdown()
-        with PeakMemory() as mem:
-            t = time.perf_counter()
-            dt = peer(corpus, work / f"datatrove-{k}", cores, bands, rows)
-            wall = time.perf_counter() - t
-        row.update({"datatrove_s": round(wall, 1),
-                    "datatrove_MB_s_core": round(mb / wall / cores, 2),
-                    "datatrove_peak_worker_MB": mem.peak_mb, "datatrove_kept": dt["kept"],
-                    "datatrove_peak_worker_rss_MB": mem.peak_rss_mb,
-                    "speedup": round(wall / row["ours_s"], 2)})
+        for name, fn in [("datatrove", peer), *(extra_peers or {}).items()]:
+            with PeakMemory() as mem:
+                t = time.perf_counter()
+                dt = fn(corpus, work / f"{name}-{k}", cores, bands, rows)
+                wall = time.perf_counter() - t
+            row.update({f"{name}_s": round(wall, 1),
+                        f"{name}_MB_s_core": round(mb / wall / cores, 2),
+                        f"{name}_peak_worker_MB": mem.peak_mb, f"{name}_kept": dt["kept"],
+                        f"{name}_peak_worker_rss_MB": mem.peak_rss_mb,
+                        "speedup" if name == "datatrove" else f"speedup_{name}":
+                            round(wall / row["ours_s"], 2)})
         print(json.dumps(row), flush=True)
         results.append(row)
     return results

@@ -119,16 +119,27 @@ def _basic_filter(max_file_bytes: int = 1 << 20, max_line: int = 1000, max_mean:
     return LambdaFilter(keep)
 
 
+def _token_counter(tokenizer: str | None) -> list:
+    if tokenizer is None:
+        return []
+    from datatrove.pipeline.tokens import TokensCounter
+
+    return [TokensCounter(tokenizer_name_or_path=tokenizer)]
+
+
 def _doc_text(doc) -> bytes:
     return doc.text.encode()
 
 
-def datatrove_phase1(corpus: Path, work: Path, tasks: int, bands: int, rows: int) -> dict:
+def datatrove_phase1(corpus: Path, work: Path, tasks: int, bands: int, rows: int,
+                     tokenizer: str | None = None) -> dict:
     """DataTrove's closest equivalent of our phase 1: read → code basic filters → e-mail and
-    IP redaction (PIIFormatter) → write; exact dedup (signature, find, filter); then its four
-    MinHash steps. No decontamination (its n-gram decontaminator fetches benchmark tasks
-    from the hub), no secret scanning, no token counting, no repository grouping: ours does
-    all four on top."""
+    IP redaction (PIIFormatter) → [token counting] → write; exact dedup (signature, find,
+    filter); then its four MinHash steps. With ``tokenizer`` (a ``tokenizer.json`` path) its
+    ``TokensCounter`` counts every kept file's tokens after redaction, as our phase 1 does
+    (the recipe's budgets are in tokens). No decontamination (its n-gram decontaminator
+    fetches benchmark tasks from the hub), no secret scanning, no code filters, no
+    repository grouping: ours does those on top."""
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import (ExactDedupConfig, ExactDedupFilter,
                                           ExactDedupSignature, ExactFindDedups)
@@ -144,7 +155,7 @@ def datatrove_phase1(corpus: Path, work: Path, tasks: int, bands: int, rows: int
     LocalPipelineExecutor(pipeline=[
         ParquetReader(str(corpus / "data"), text_key="content", id_key="hexsha",
                       glob_pattern="*/*.parquet"),
-        _basic_filter(), PIIFormatter(), ParquetWriter(str(clean))],
+        _basic_filter(), PIIFormatter(), *_token_counter(tokenizer), ParquetWriter(str(clean))],
         tasks=tasks, workers=tasks, logging_dir=str(logs / "clean")).run()
 
     def clean_reader():

@@ -40,7 +40,7 @@ from flows.shuffle import partition_count, partitioned
 from operators.grouping import RepoDocumentBuilder, group_key_repo
 from operators.io import INPUT_SUFFIXES, FileReader
 from operators.schema import (FILE_SCHEMA, KEY_COLUMNS, LEDGER_SCHEMA, conform,
-                              tombstones_to_ledger)
+                              tombstone_columns, tombstones_to_ledger)
 from operators import storage
 from operators.storage import list_files
 from operators.tokens import TokenCounter
@@ -97,7 +97,7 @@ def ingest(run: Run) -> None:
     if p1.near_dedup.enabled:  # signatures in the same pass over the content
         ops.append(p1.near_dedup.build())
     run.write(read_files(run, ops), "_work/clean")
-    ledger = run.read("_work/clean", live=False)
+    ledger = run.read("_work/clean", columns=tombstone_columns(), live=False)
     run.write(ledger.map_batches(tombstones_to_ledger, batch_format="pyarrow"),
               "removed/ingest")
 

@@ -115,10 +115,19 @@ class MinifiedFilter:
         return _mark(table, hit, why, "minified")
 
 
-#: literals and the punctuation of data: strings, numbers (decimal, hex, floats), brackets
+#: literals and the punctuation of data: strings, numbers (decimal, hex, floats), brackets.
+#: Written so that every alternative starts with a character (the regex engine then skips
+#: ahead to the positions that can start one) and strings do not backtrack: ``\b0x`` as
+#: ``0(?<!\w0)x``, ``[-+]?\b\d`` as ``[-+]\d`` or ``\d(?<!\w\d)``, and a string's
+#: characters possessive (a shorter run can never end at its closing quote). The matches
+#: are the same as the plain form's, twice as fast.
 _DATA_TOKEN = re.compile(
-    r'"(?:[^"\\\n]|\\.){0,200}"|\'(?:[^\'\\\n]|\\.){0,200}\'|\b0[xX][0-9a-fA-F]+\b|'
-    r'[-+]?\b\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b|[\[\]{},:;]')
+    r'"(?:[^"\\\n]|\\.){0,200}+"|\'(?:[^\'\\\n]|\\.){0,200}+\'|0(?<!\w0)[xX][0-9a-fA-F]+\b|'
+    r'[-+]\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b|\d(?<!\w\d)\d*(?:\.\d+)?(?:[eE][-+]?\d+)?\b|'
+    r'[\[\]{},:;]')
+#: the plain form, kept for the test that both match the same text
+_DATA_TOKEN_PLAIN = (r'"(?:[^"\\\n]|\\.){0,200}"|\'(?:[^\'\\\n]|\\.){0,200}\'|\b0[xX][0-9a-fA-F]+\b|'
+                     r'[-+]?\b\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b|[\[\]{},:;]')
 
 
 @dataclasses.dataclass
@@ -142,7 +151,7 @@ class DataFileFilter:
                 continue
             text = content[int(i)].as_py()
             non_ws = len(text) - sum(text.count(c) for c in " \t\n\r")
-            data = sum(len(m) for m in _DATA_TOKEN.findall(text))
+            data = sum(map(len, _DATA_TOKEN.findall(text)))
             f = data / max(non_ws, 1)
             if f > self.max_data_fraction:
                 hit.append(int(i))

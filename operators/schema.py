@@ -130,9 +130,18 @@ def mark_removed(table: pa.Table, mask, stage: str, reason: str | pa.Array,
     return table
 
 
+_TOMBSTONE_RENAMES = {"removed_stage": "stage", "removed_reason": "reason",
+                      "removed_detail": "detail"}
+
+
+def tombstone_columns() -> list[str]:
+    """The file-table columns a ledger row is made of (no content: reading the ledger of
+    a stage need not decompress its files)."""
+    return [c for c in FILE_SCHEMA.names if _TOMBSTONE_RENAMES.get(c, c) in LEDGER_SCHEMA.names]
+
+
 def tombstones_to_ledger(table: pa.Table) -> pa.Table:
     """Ledger rows for the tombstones of a file table."""
     dead = table.filter(pc.invert(live_mask(table)))
-    return conform(dead.rename_columns([
-        {"removed_stage": "stage", "removed_reason": "reason",
-         "removed_detail": "detail"}.get(c, c) for c in dead.column_names]), LEDGER_SCHEMA)
+    return conform(dead.rename_columns([_TOMBSTONE_RENAMES.get(c, c) for c in dead.column_names]),
+                   LEDGER_SCHEMA)
