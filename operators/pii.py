@@ -62,8 +62,13 @@ _EMAIL = re.compile(r"(?<![\w.+:/-])([A-Za-z0-9][A-Za-z0-9._%+-]{0,63})@"
 _EMAIL_LOCAL_SKIP = re.compile(r"^(no-?reply|git|user|username|name|email|someone|foo|bar|"
                                r"test|me|you)$", re.I)
 
-_IPV4 = re.compile(r"(?<![\w.])((?:\d{1,3}\.){3}\d{1,3})(?![\w]|\.\d)")
-_IPV6 = re.compile(r"(?<![\w:.])((?:[0-9A-Fa-f]{0,4}:){3,7}[0-9A-Fa-f]{1,4})(?![\w:])")
+#: addresses, each with the characters that may not precede it. The "not preceded by" test
+#: runs after a match (see _unpreceded) instead of as a leading lookbehind, so that the
+#: regex engine can skip ahead to the characters that can start an address; the IPv6
+#: pattern's first group is spelt ``hex{1,4}:|:`` for the same reason (it is ``hex{0,4}:``)
+_IPV4 = (re.compile(r"(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(?![\w]|\.\d)"), re.compile(r"[\w.]"))
+_IPV6 = (re.compile(r"((?:[0-9A-Fa-f]{1,4}:|:)(?:[0-9A-Fa-f]{0,4}:){2,6}[0-9A-Fa-f]{1,4})"
+                    r"(?![\w:])"), re.compile(r"[\w:.]"))
 _VERSION_CONTEXT = re.compile(
     r"(version|\bver|release|\bv|section|§|rfc|step|chapter|algorithm|==|>=|<=|~=|@)"
     r"[\w\s:=\"'#-]{0,6}$", re.I)
@@ -88,12 +93,15 @@ _PREFILTER = {
                r"private_?key|access_?key|client_?key|contrase)[^\n]{0,80}[\"']",
     "email": r"[A-Za-z0-9]@[A-Za-z0-9-]+\.[A-Za-z]",
     "ipv4": r"\d\.\d{1,3}\.\d{1,3}\.\d",
-    "ipv6": r"[0-9A-Fa-f]:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:",
+    # every IPv6 match has three colons with a hex digit before the first, or is "::h:h"
+    "ipv6": r"[0-9A-Fa-f]:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:|::[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]",
     "private_key": r"PRIVATE KEY",
 }
 _ASSIGNED_STRING = re.compile(
     r"([A-Za-z_][\w.-]*)[\"']?\s*(?:=|:|:=|=>|\()\s*[rbuf]?[\"']([A-Za-z0-9+/=_\-.~]{16,})"
     r"[\"']")
+#: what every _ASSIGNED_STRING match contains (a fast scan from the quote characters)
+_LONG_QUOTED = re.compile(r"[\"'][A-Za-z0-9+/=_\-.~]{16,}[\"']")
 _HEX = re.compile(r"^(?:sha\d*-)?[0-9a-fA-F]+$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
@@ -128,11 +136,15 @@ class _Secrets:
     def __init__(self):
         from detect_secrets.filters import heuristic
         from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString
+        from detect_secrets.plugins import keyword
         from detect_secrets.plugins.keyword import (QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP,
                                                     REGEX_BY_FILETYPE, KeywordDetector)
         from detect_secrets.util.filetype import determine_file_type
 
         self.keyword = KeywordDetector()
+        # every one of its patterns starts from one of these words (two of them case-
+        # sensitively, the rest not): a line without any cannot yield a value
+        self.words = re.compile("|".join(f"(?:{w})" for w in keyword.DENYLIST), re.I)
         self.by_type = REGEX_BY_FILETYPE
         self.default = QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP
         self.file_type = determine_file_type
@@ -232,8 +244,9 @@ class Redactor:
             out += self._keyword_spans(text, path)
         if want("email", "email") and "@" in text:
             out += self._emails(text)
-        if want("ipv4", "ip_address") or want("ipv6", "ip_address"):
-            out += self._ips(text)
+        v4, v6 = want("ipv4", "ip_address"), want("ipv6", "ip_address")
+        if v4 or v6:
+            out += self._ips(text, v4, v6)
         return _resolve(out)
 
     def _keyword_spans(self, text: str, path: str) -> list[tuple[int, int, str]]:
@@ -253,10 +266,13 @@ class Redactor:
             if '"' not in line and "'" not in line:
                 continue
             found = []
-            for value in self._secrets.keyword_values(line, path):
-                if self._secrets.plausible(value, line):
-                    found.append(value)
-            for a in _ASSIGNED_STRING.finditer(line):
+            # detect-secrets' patterns all need one of its words, ours a long quoted value:
+            # checking for those first skips most lines without changing any result
+            if self._secrets.words.search(line):
+                for value in self._secrets.keyword_values(line, path):
+                    if self._secrets.plausible(value, line):
+                        found.append(value)
+            for a in (_ASSIGNED_STRING.finditer(line) if _LONG_QUOTED.search(line) else ()):
                 name, value = a.group(1), a.group(2)
                 if (_SECRET_WORDS.search(name) and value not in found
                         and self._secrets.plausible(value, line)
@@ -285,10 +301,10 @@ class Redactor:
             out.append((m.start(), m.end(), "email"))
         return out
 
-    def _ips(self, text: str) -> list[tuple[int, int, str]]:
+    def _ips(self, text: str, v4: bool = True, v6: bool = True) -> list[tuple[int, int, str]]:
         out = []
-        for rx in (_IPV4, _IPV6):
-            for m in rx.finditer(text):
+        for rx, not_after in [p for p, on in ((_IPV4, v4), (_IPV6, v6)) if on]:
+            for m in _unpreceded(rx, not_after, text):
                 value = m.group(1)
                 try:
                     ip = ipaddress.ip_address(value)
@@ -353,6 +369,19 @@ def _re2(pattern: str) -> str:
     """A Python pattern as a looser RE2 one: no lookarounds, repetition bounds <= 1000."""
     pattern = re.sub(r"\(\?<?[!=][^()]*\)", "", pattern)
     return re.sub(r"\{(\d+),\d{4,}\}", r"{\1,}", pattern)
+
+
+def _unpreceded(rx: re.Pattern, not_after: re.Pattern, text: str):
+    """The matches of ``rx`` whose first character does not follow one ``not_after`` matches:
+    the matches of ``(?<!not_after)rx``, found without a leading lookbehind."""
+    pos = 0
+    while (m := rx.search(text, pos)) is not None:
+        start = m.start()
+        if start > 0 and not_after.match(text, start - 1):
+            pos = start + 1
+            continue
+        yield m
+        pos = m.end() if m.end() > start else start + 1
 
 
 def _embedded(text: str, start: int, end: int) -> bool:

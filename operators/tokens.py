@@ -169,7 +169,9 @@ class ByteLevelCounter:
         import regex
 
         self.model = model
-        self.added = added
+        # one search for all added tokens (they share a first character: a fast scan)
+        self.added_re = re.compile("|".join(
+            re.escape(a) for a in sorted(added, key=len, reverse=True))) if added else None
         self.digits = digits
         self.max_cache = max_cache
         self.cache: dict[str, int] = {}
@@ -198,17 +200,13 @@ class ByteLevelCounter:
             return None
         return cls(tok.model, [a["content"] for a in d.get("added_tokens") or []], digits)
 
-    def _piece(self, piece: str) -> int:
+    def _length(self, piece: str) -> int:
         units = piece.encode("utf-8").decode("latin-1").translate(self.to_units)
-        n = len(self.model.tokenize(units))
-        if len(self.cache) >= self.max_cache:
-            self.cache.clear()
-        self.cache[piece] = n
-        return n
+        return len(self.model.tokenize(units))
 
     def count(self, text: str) -> int | None:
         """Tokens of ``text``, or None where the tokenizer itself must encode it."""
-        if any(a in text for a in self.added):
+        if self.added_re is not None and self.added_re.search(text):
             return None
         if text.isascii():
             if self.digits:
@@ -220,11 +218,15 @@ class ByteLevelCounter:
             return None
         else:
             pieces = self.split_unicode(text)
-        cache, n = self.cache, 0
-        for piece, k in collections.Counter(pieces).items():
-            c = cache.get(piece)
-            n += k * (c if c is not None else self._piece(piece))
-        return n
+        cache = self.cache
+        try:
+            return sum(map(cache.__getitem__, pieces))
+        except KeyError:  # pieces not seen yet: one BPE call each
+            new = {p: self._length(p) for p in set(pieces).difference(cache)}
+            if len(cache) + len(new) > self.max_cache:
+                cache.clear()
+            cache.update(new)
+            return sum(map(cache.__getitem__, pieces))
 
 
 @functools.lru_cache(maxsize=4)
