@@ -10,6 +10,7 @@ more of a file than the filter needs (the head for generator markers).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 
 import numpy as np
@@ -125,9 +126,6 @@ _DATA_TOKEN = re.compile(
     r'"(?:[^"\\\n]|\\.){0,200}+"|\'(?:[^\'\\\n]|\\.){0,200}+\'|0(?<!\w0)[xX][0-9a-fA-F]+\b|'
     r'[-+]\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b|\d(?<!\w\d)\d*(?:\.\d+)?(?:[eE][-+]?\d+)?\b|'
     r'[\[\]{},:;]')
-#: the plain form, kept for the test that both match the same text
-_DATA_TOKEN_PLAIN = (r'"(?:[^"\\\n]|\\.){0,200}"|\'(?:[^\'\\\n]|\\.){0,200}\'|\b0[xX][0-9a-fA-F]+\b|'
-                     r'[-+]?\b\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b|[\[\]{},:;]')
 
 
 @dataclasses.dataclass
@@ -149,14 +147,30 @@ class DataFileFilter:
         for i in _live_rows(table):
             if chars[i] <= self.min_chars:
                 continue
-            text = content[int(i)].as_py()
-            non_ws = len(text) - sum(text.count(c) for c in " \t\n\r")
-            data = sum(map(len, _DATA_TOKEN.findall(text)))
-            f = data / max(non_ws, 1)
-            if f > self.max_data_fraction:
+            f = data_fraction(content[int(i)].as_py(), self.max_data_fraction)
+            if f is not None and f > self.max_data_fraction:
                 hit.append(int(i))
                 frac.append(round(f, 3))
         return _mark(table, hit, frac, "data_heavy")
+
+
+def data_fraction(text: str, stop_below: float | None = None, chunk: int = 16384
+                  ) -> float | None:
+    """Characters in data tokens over non-whitespace characters. With ``stop_below``: None
+    as soon as the fraction can no longer exceed it (each chunk's tokens are counted, the
+    rest of the text bounds what is left), so an ordinary code file is read part way.
+    Chunks end at newlines, which no data token spans: the count is the whole text's."""
+    non_ws = max(len(text) - sum(text.count(c) for c in " \t\n\r"), 1)
+    limit = None if stop_below is None else stop_below * non_ws
+    data, pos, n = 0, 0, len(text)
+    while pos < n:
+        end = text.find("\n", pos + chunk)
+        end = n if end < 0 else end + 1
+        data += sum(map(len, _DATA_TOKEN.findall(text, pos, end)))
+        pos = end
+        if limit is not None and data + (n - pos) <= limit:
+            return None
+    return data / non_ws
 
 
 @dataclasses.dataclass
@@ -200,19 +214,26 @@ class HtmlTextFilter:
         return _mark(table, hit, vis, "html_visible_text")
 
 
-_STR = r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\''
-_BLOCK = r"/\*.*?\*/"
-#: per language family: one regex whose group "c" is a comment, other matches are strings
-#: (skipped, so a "//" in a URL string is not a comment)
+_STR = r'"(?:[^"\\\n]|\\.)*+"|\'(?:[^\'\\\n]|\\.)*+\''
+_BLOCK = r"/\*(?P<b>).*?\*/"
+#: per language family: one regex whose comment alternatives hold an empty group right
+#: after their first character (a match with ``lastindex`` set is a comment, its length the
+#: comment's); other matches are strings, skipped, so a "//" in a URL string is not a
+#: comment. Every alternative starts with a character, so the regex engine skips ahead to
+#: the characters that can start one; string characters are possessive (a shorter run can
+#: never end at the closing quote).
 _COMMENT_RE = {
-    "hash": re.compile(rf"(?P<c>#[^\n]*)|{_STR}"),
-    "python": re.compile(r'(?P<c>#[^\n]*|"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\')|' + _STR),
-    "c": re.compile(rf"(?P<c>//[^\n]*|{_BLOCK})|{_STR}|`[^`]*`", re.S),
-    "php": re.compile(rf"(?P<c>//[^\n]*|#(?!\[)[^\n]*|{_BLOCK})|{_STR}", re.S),
-    "sql": re.compile(rf"(?P<c>--[^\n]*|{_BLOCK})|{_STR}", re.S),
-    "css": re.compile(rf"(?P<c>{_BLOCK})|{_STR}", re.S),
-    "html": re.compile(r"(?P<c><!--.*?-->)", re.S),
+    "hash": re.compile(rf"#(?P<c>)[^\n]*|{_STR}"),
+    "python": re.compile(r'#(?P<c>)[^\n]*|"""(?P<d>)[\s\S]*?"""|\'\'\'(?P<e>)[\s\S]*?\'\'\'|'
+                         + _STR),
+    "c": re.compile(rf"//(?P<c>)[^\n]*|{_BLOCK}|{_STR}|`[^`]*`", re.S),
+    "php": re.compile(rf"//(?P<c>)[^\n]*|#(?!\[)(?P<h>)[^\n]*|{_BLOCK}|{_STR}", re.S),
+    "sql": re.compile(rf"--(?P<c>)[^\n]*|{_BLOCK}|{_STR}", re.S),
+    "css": re.compile(rf"{_BLOCK}|{_STR}", re.S),
+    "html": re.compile(r"<!--(?P<c>).*?-->", re.S),
 }
+#: a non-blank line (as ``text.split("\n")`` cuts lines and ``str.strip`` blanks)
+_NONBLANK_LINE = re.compile(r"^[^\S\n]*\S", re.M)
 COMMENT_SYNTAX = {
     "Python": "python", "Ruby": "hash", "Shell": "hash", "PHP": "php", "SQL": "sql",
     "Java": "c", "C++": "c", "C": "c", "JavaScript": "c", "C#": "c", "Go": "c",
@@ -229,9 +250,8 @@ def comment_fraction(text: str, lang: str) -> float | None:
         return None
     n = 0
     for m in _COMMENT_RE[family].finditer(text):
-        c = m.group("c")
-        if c:
-            n += len(c)
+        if m.lastindex is not None:
+            n += m.end() - m.start()
     return n / len(text)
 
 
@@ -254,7 +274,8 @@ class CommentRatioFilter:
         hit, ratios = [], []
         for i in _live_rows(table, tuple(COMMENT_SYNTAX)):
             text = content[int(i)].as_py()
-            if sum(1 for x in text.split("\n") if x.strip()) < self.min_lines:
+            if sum(1 for _ in itertools.islice(_NONBLANK_LINE.finditer(text),
+                                               self.min_lines)) < self.min_lines:
                 continue
             r = comment_fraction(text, langs[int(i)].as_py())
             if r is not None and not self.min_ratio <= r <= self.max_ratio:

@@ -12,7 +12,6 @@ A tokenizer is named by a spec string:
 
 from __future__ import annotations
 
-import collections
 import functools
 import glob
 import importlib.util

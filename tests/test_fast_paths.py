@@ -1,0 +1,209 @@
+"""The fast forms of phase-1 hot paths give exactly the answers of their plain forms.
+
+Each rewrite (token counting without encoding, regexes that start with a character,
+possessive string runs, lookbehinds moved after the match, early exits) is compared with
+the plain form on real source files (the Python standard library: code, docstrings,
+non-ASCII text) and on generated text made of the characters each rewrite is about.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+import re
+
+import pytest
+from tokenizers import Tokenizer
+
+from operators import code_filters, pii
+from operators.tokens import ByteLevelCounter, count_tokens, load_tokenizer
+
+TOK = "packaged:smollm2"
+
+
+@pytest.fixture(scope="module")
+def real_texts() -> list[str]:
+    files = sorted(glob.glob(os.path.join(os.path.dirname(os.__file__), "**", "*.py"),
+                             recursive=True))
+    texts = []
+    for f in random.Random(0).sample(files, 600):
+        with open(f, encoding="utf-8", errors="replace") as fh:
+            texts.append(fh.read())
+    assert sum(not t.isascii() for t in texts) >= 10  # the Unicode path is exercised
+    return texts
+
+
+def _fuzz(alphabet: list[str], n: int, size: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, size)))
+            for _ in range(n)]
+
+
+# -- token counting ------------------------------------------------------------------------
+_TOKEN_ALPHABET = list("abcXYZ019 _'\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u2028\u3000"
+                       "\u2003éß中Ⅻ²٣\u0301😀\ufeff<|>.,;(){}\"-+") + [
+    "'s", "'ll", "'VE", "  ", "\n\n", "123456", "<|im_start|>", "<file_sep>"]
+
+
+def _encode_counts(tok, texts):
+    return [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
+def test_byte_level_counts_equal_the_tokenizer(real_texts):
+    tok = load_tokenizer(TOK)
+    counter = ByteLevelCounter.from_tokenizer(tok)
+    assert counter is not None and not counter.digits
+    fuzz = _fuzz(_TOKEN_ALPHABET, 4000, 60, 1)
+    texts = real_texts + fuzz
+    got = [counter.count(t) for t in texts]
+    ref = _encode_counts(tok, texts)
+    fast = [(g, r) for g, r in zip(got, ref) if g is not None]
+    assert all(g == r for g, r in fast)
+    # only texts holding an added token go to the tokenizer itself
+    added = [a["content"] for a in json.loads(tok.to_str())["added_tokens"]]
+    assert all((g is None) == any(a in t for a in added) for g, t in zip(got, texts))
+    assert len(fast) > len(real_texts) + 1000
+    assert count_tokens(texts, TOK) == ref  # the public function, fallbacks included
+
+
+def test_individual_digits_variant_equals_the_tokenizer(real_texts):
+    """StarCoder's layout (digits split one by one before the byte-level regex), built on
+    the same BPE model."""
+    d = json.loads(load_tokenizer(TOK).to_str())
+    d["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True}, d["pre_tokenizer"]]}
+    tok = Tokenizer.from_str(json.dumps(d))
+    counter = ByteLevelCounter.from_tokenizer(tok)
+    assert counter is not None and counter.digits
+    ascii_parts = [c for c in _TOKEN_ALPHABET if c.isascii() and not c.startswith("<")]
+    texts = real_texts[:200] + _fuzz(ascii_parts, 2000, 60, 2)
+    got = [counter.count(t) for t in texts]
+    ref = _encode_counts(tok, texts)
+    assert all(g == r for g, r in zip(got, ref) if g is not None)
+    assert sum(g is not None for g in got) > 1000
+
+
+def test_unsupported_tokenizers_are_encoded():
+    d = json.loads(load_tokenizer(TOK).to_str())
+    d["normalizer"] = {"type": "NFC"}
+    assert ByteLevelCounter.from_tokenizer(Tokenizer.from_str(json.dumps(d))) is None
+    assert ByteLevelCounter.from_tokenizer(load_tokenizer("packaged:minilm")) is None
+    assert count_tokens(["hello world"], "packaged:minilm") == [2]
+
+
+def test_counter_cache_is_bounded():
+    counter = ByteLevelCounter.from_tokenizer(load_tokenizer(TOK))
+    counter.max_cache = 50
+    text = " ".join(f"name{i}x" for i in range(300))
+    assert counter.count(text) == _encode_counts(load_tokenizer(TOK), [text])[0]
+    assert counter.count("a b c") == 3 and len(counter.cache) <= 300
+
+
+# -- code filters ----------------------------------------------------------------------------
+_STR = r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\''
+_BLOCK = r"/\*.*?\*/"
+_PLAIN_COMMENT_RE = {
+    "hash": re.compile(rf"(?P<c>#[^\n]*)|{_STR}"),
+    "python": re.compile(r'(?P<c>#[^\n]*|"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\')|' + _STR),
+    "c": re.compile(rf"(?P<c>//[^\n]*|{_BLOCK})|{_STR}|`[^`]*`", re.S),
+    "php": re.compile(rf"(?P<c>//[^\n]*|#(?!\[)[^\n]*|{_BLOCK})|{_STR}", re.S),
+    "sql": re.compile(rf"(?P<c>--[^\n]*|{_BLOCK})|{_STR}", re.S),
+    "css": re.compile(rf"(?P<c>{_BLOCK})|{_STR}", re.S),
+    "html": re.compile(r"(?P<c><!--.*?-->)", re.S),
+}
+_PLAIN_DATA_TOKEN = re.compile(
+    r'"(?:[^"\\\n]|\\.){0,200}"|\'(?:[^\'\\\n]|\\.){0,200}\'|\b0[xX][0-9a-fA-F]+\b|'
+    r'[-+]?\b\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b|[\[\]{},:;]')
+
+
+def _plain_comment_fraction(text, lang):
+    family = code_filters.COMMENT_SYNTAX.get(lang)
+    if family is None or not text:
+        return None
+    return sum(len(m.group("c")) for m in _PLAIN_COMMENT_RE[family].finditer(text)
+               if m.group("c")) / len(text)
+
+
+def test_comment_fraction_and_line_count_equal_the_plain_forms(real_texts):
+    fuzz = _fuzz(["#", "//", "/*", "*/", '"', "'", '"""', "'''", "\\", "\n", " ", "x", "--",
+                  "<!--", "-->", "`", "#[", "\t", "\xa0", "\x1c", "\r"], 6000, 40, 3)
+    langs = sorted(set(code_filters.COMMENT_SYNTAX))
+    rng = random.Random(4)
+    for text in real_texts + fuzz:
+        lang = "Python" if text in real_texts[:1] else rng.choice(langs)
+        assert code_filters.comment_fraction(text, lang) == _plain_comment_fraction(text, lang)
+        assert sum(1 for _ in code_filters._NONBLANK_LINE.finditer(text)) == sum(
+            1 for x in text.split("\n") if x.strip())
+    for text in real_texts[:100]:
+        assert code_filters.comment_fraction(text, "Python") == _plain_comment_fraction(
+            text, "Python")
+
+
+def test_data_fraction_equals_the_plain_form(real_texts):
+    rng = random.Random(5)
+    parts = ['"abc"', "'x\\'y'", "0x1F", "-3.5e+7", "12", ",", "[", "]", "{", ":", ";", " ",
+             "\n", "foo", "a0x1", "\\", '"', "'", "+4", "1e5x"]
+    fuzz = ["".join(rng.choice(parts) for _ in range(rng.randint(0, 3000))) for _ in range(300)]
+    hits = 0
+    for text in real_texts + fuzz:
+        non_ws = max(len(text) - sum(text.count(c) for c in " \t\n\r"), 1)
+        plain = sum(map(len, _PLAIN_DATA_TOKEN.findall(text))) / non_ws
+        assert code_filters.data_fraction(text) == plain
+        early = code_filters.data_fraction(text, 0.7, chunk=rng.choice([1, 50, 16384]))
+        assert (early is not None) == (plain > 0.7) or early == plain
+        if plain > 0.7:
+            hits += 1
+            assert early == plain
+    assert hits > 10
+
+
+# -- redaction -------------------------------------------------------------------------------
+_PLAIN_IPV4 = re.compile(r"(?<![\w.])((?:\d{1,3}\.){3}\d{1,3})(?![\w]|\.\d)")
+_PLAIN_IPV6 = re.compile(r"(?<![\w:.])((?:[0-9A-Fa-f]{0,4}:){3,7}[0-9A-Fa-f]{1,4})(?![\w:])")
+
+
+def _is_ip(value: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
+def test_ip_patterns_and_prefilters_match_the_plain_forms(real_texts):
+    parts = ["1", "12", "255", "8", "203", ".", ".", ":", ":", "::", "ab", "fe80", "2a00", "x",
+             " ", "_", "-", "/", "\n", "1.2.3.4", "93.184.216.34", "2a00:1450:4001:81c::200e",
+             "::abc:1", "::"]
+    texts = real_texts + _fuzz(parts, 20000, 30, 6)
+    p4, p6 = (re.compile(pii._PREFILTER[k]) for k in ("ipv4", "ipv6"))
+    found = 0
+    for text in texts:
+        for (rx, not_after), plain, pre in ((pii._IPV4, _PLAIN_IPV4, p4),
+                                            (pii._IPV6, _PLAIN_IPV6, p6)):
+            want = [m.span(1) for m in plain.finditer(text)]
+            assert [m.span(1) for m in pii._unpreceded(rx, not_after, text)] == want
+            if any(_is_ip(text[a:b]) for a, b in want):
+                found += 1  # the family's batch prefilter never misses a possible address
+                assert pre.search(text)
+    assert found > 1000
+
+
+def test_keyword_gates_change_no_finding(real_texts):
+    """Lines the gates skip yield nothing from detect-secrets' patterns or ours."""
+    r = pii.Redactor()
+    r.spans("x", "a.py")  # loads the detectors
+    secrets = r._secrets
+    lines = [ln for t in real_texts for ln in t.split("\n")
+             if any(w in ln.lower() for w in pii._SECRET_LITERALS) and ("'" in ln or '"' in ln)]
+    lines += ['password = "hunter2hunter2"', "'abcdefabcdef' == my_password",
+              'auth_token = "AbCdEf0123456789xyzXYZ"', 'key_pass: "s3cr3tv4lu3"']
+    assert len(lines) > 200
+    for line in lines:
+        if not secrets.words.search(line):
+            assert not secrets.keyword_values(line, "a.py")
+        if not pii._LONG_QUOTED.search(line):
+            assert not pii._ASSIGNED_STRING.search(line)
