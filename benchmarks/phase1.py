@@ -33,15 +33,25 @@ from benchmarks.near_dedup import (PARTITION_ROWS, scaling_lines, side_by_side, 
                                    throughput)
 
 
+#: content bytes per grouping partition and per read batch at benchmark scale (defaults:
+#: 256 MB and 8 MB)
+PARTITION_BYTES = {"grouping": 8 << 20}
+BATCH_BYTES = 4 << 20
+
+
 def ours_phase1(corpus: Path, out: Path, log=None) -> dict:
     """Our phase 1 with the embedded config's operators (Ray must be initialised)."""
     from flows.phase1 import run_phase1
     from flows.runtime import Run
     from flows.settings import load_settings
 
-    settings = load_settings(None, {"output": str(out), "phases": ["1"], "phase1": {
+    # partitions and read batches sized down with the corpus (see PARTITION_ROWS): a 10-240
+    # MB corpus then runs in the regime a large one runs in with the defaults
+    settings = load_settings(None, {"output": str(out), "phases": ["1"],
+                                    "read": {"batch_bytes": BATCH_BYTES}, "phase1": {
         "near_dedup": {"rows_per_partition": PARTITION_ROWS["near_dedup"]},
-        "grouping": {"rows_per_partition": PARTITION_ROWS["grouping"]}}})
+        "grouping": {"rows_per_partition": PARTITION_ROWS["grouping"],
+                     "bytes_per_partition": PARTITION_BYTES["grouping"]}}})
     run = Run(settings, str(corpus), log=log or (lambda m: None))
     run_phase1(run)
     docs = pads.dataset(out / "phase1").to_table(columns=["n_files"])

@@ -28,11 +28,12 @@ contamination.
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import ray.data
 
 from flows.faults import maybe_die
-from flows.runtime import Run
+from flows.runtime import Run, release_memory
 from operators.dedup import ContentHasher, choose_representatives
 from operators.filters import ContentChecks, LanguageFilter
 from flows.near_dedup import near_dedup
@@ -58,11 +59,23 @@ def _read_and_clean(batch: pa.Table, reader: FileReader, ops: list):
         for op in ops:
             table = op(table)
         yield table
+    release_memory()
 
 
 def live_rows(run: Run) -> int:
     """Rows that survived the row-wise stages (reads one small column)."""
     return run.read("_work/clean", columns=["removed_stage"], live=True).count()
+
+
+def live_totals(run: Run) -> tuple[int, int]:
+    """Rows and content bytes that survived the row-wise stages (one row per block back)."""
+    def totals(t: pa.Table) -> pa.Table:
+        return pa.table({"rows": [t.num_rows],
+                         "bytes": [int(pc.sum(t.column("size_bytes")).as_py() or 0)]})
+
+    parts = run.read("_work/clean", columns=["size_bytes"], live=True).map_batches(
+        totals, batch_format="pyarrow", batch_size=None).take_all()
+    return sum(p["rows"] for p in parts), sum(p["bytes"] for p in parts)
 
 
 def read_files(run: Run, ops: list) -> ray.data.Dataset:
@@ -73,7 +86,8 @@ def read_files(run: Run, ops: list) -> ray.data.Dataset:
                                 f"{run.input_uri}")
     run.log(f"ingest: {len(files)} input files under {run.input_uri}")
     s = run.settings
-    reader = FileReader(run.in_root, run.in_fs, s.read.batch_rows, s.read.strict)
+    reader = FileReader(run.in_root, run.in_fs, s.read.batch_rows, s.read.strict,
+                        batch_bytes=s.read.batch_bytes)
     ds = ray.data.from_items([{"path": f} for f in files],
                              override_num_blocks=min(len(files), 4096))
     return ds.map_batches(_read_and_clean, fn_kwargs={"reader": reader, "ops": ops},
@@ -139,7 +153,9 @@ def grouping(run: Run) -> None:
     builder = RepoDocumentBuilder(tokenizer=s.tokenizer, seed=s.seed,
                                   max_doc_tokens=g.max_doc_tokens,
                                   repo_header=g.repo_header, file_header=g.file_header)
-    n_partitions = partition_count(live_rows(run), g.rows_per_partition)
+    n_rows, n_bytes = live_totals(run)
+    n_partitions = max(partition_count(n_rows, g.rows_per_partition),
+                       partition_count(n_bytes, g.bytes_per_partition))
     run.log(f"grouping: {n_partitions} partition(s) by (language, repository)")
     docs = ds.groupby(["lang", "repo"], num_partitions=n_partitions).map_groups(
         _build_docs, fn_kwargs={"builder": builder}, batch_format="pyarrow")
@@ -147,7 +163,10 @@ def grouping(run: Run) -> None:
 
 
 def _build_docs(group: pa.Table, builder: RepoDocumentBuilder) -> pa.Table:
-    return builder(group)
+    try:
+        return builder(group)
+    finally:
+        release_memory()
 
 
 def near_dedup_stage(run: Run) -> dict:

@@ -119,13 +119,15 @@ class Run:
             if target is None:
                 raise FileNotFoundError(f"no Parquet files under {self.uri(rel)}")
             return ray.data.from_arrow(target.empty_table())
-        rows = (self.settings.read.batch_rows if columns is None or "content" in columns
-                else 65536)
+        content = columns is None or "content" in columns
+        rows = self.settings.read.batch_rows if content else 65536
         ds = ray.data.from_items([{"path": f} for f in files],
                                  override_num_blocks=min(len(files), 4096))
         return ds.map_batches(_read_parquet_files, batch_size=1, batch_format="pyarrow",
                               fn_kwargs={"fs": self.fs, "columns": columns, "live": live,
-                                         "schema": target, "rows": rows})
+                                         "schema": target, "rows": rows,
+                                         "max_bytes": self.settings.read.batch_bytes
+                                         if content else None})
 
     def write(self, ds: ray.data.Dataset, rel: str) -> None:
         """Write a dataset to ``rel`` under the output root, replacing what was there."""
@@ -167,9 +169,34 @@ class Run:
         self.log(f"{name}: done in {self.timings[name]:.1f}s")
 
 
+def release_memory() -> None:
+    """Hand memory that a finished task freed back to the system: Arrow's allocator and
+    glibc's malloc keep freed pages for reuse, so a long-lived worker would otherwise hold
+    its largest task's peak (Arrow buffers, Python strings of file contents) for the rest
+    of the run."""
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc (macOS, musl): nothing to trim
+        return None
+
+
+_LIBC = _libc()
+
+
 def _read_parquet_files(batch: pa.Table, fs: pafs.FileSystem, columns, live, schema,
-                        rows: int):
+                        rows: int, max_bytes: int | None = None):
     from flows.faults import maybe_die
+    from operators.io import split_by_bytes
     from operators.schema import conform
 
     maybe_die("read")
@@ -190,4 +217,4 @@ def _read_parquet_files(batch: pa.Table, fs: pafs.FileSystem, columns, live, sch
                 if schema is not None:
                     t = conform(t, schema)
                 if t.num_rows:
-                    yield t
+                    yield from split_by_bytes(t, max_bytes)

@@ -61,12 +61,15 @@ class RaySettings:
 @dataclasses.dataclass
 class ReadSettings:
     batch_rows: int = 1024
+    #: a batch is also cut where its content passes this many bytes (at least one row per
+    #: batch), so a worker's memory follows this bound, not the size of the input files
+    batch_bytes: int = 8 << 20
     #: True: an unreadable input file stops the run; False: it is quarantined in the ledger
     strict: bool = False
 
     def __post_init__(self):
-        if self.batch_rows < 1:
-            raise SettingsError("read.batch_rows must be >= 1")
+        if self.batch_rows < 1 or self.batch_bytes < 1:
+            raise SettingsError("read.batch_rows and read.batch_bytes must be >= 1")
 
 
 @dataclasses.dataclass
@@ -235,14 +238,17 @@ class GroupingSettings:
     max_doc_tokens: int = 32768
     repo_header: str = "<repo_name>{repo}\n"
     file_header: str = "<file_sep>{path}\n"
-    #: target files per shuffle partition; the partition count grows with the corpus
+    #: target files and content bytes per shuffle partition (whichever asks for more
+    #: partitions): the count grows with the corpus, a partition's memory stays bounded
     rows_per_partition: int = 25_000
+    bytes_per_partition: int = 256 << 20
 
     def __post_init__(self):
         if self.max_doc_tokens < 1:
             raise SettingsError("phase1.grouping.max_doc_tokens must be >= 1")
-        if self.rows_per_partition < 1:
-            raise SettingsError("phase1.grouping.rows_per_partition must be >= 1")
+        if self.rows_per_partition < 1 or self.bytes_per_partition < 1:
+            raise SettingsError("phase1.grouping.rows_per_partition and bytes_per_partition "
+                                "must be >= 1")
 
 
 @dataclasses.dataclass

@@ -167,6 +167,26 @@ def _dir_language(rel_path: str) -> str | None:
     return None
 
 
+def split_by_bytes(table: pa.Table, max_bytes: int | None) -> Iterator[pa.Table]:
+    """Zero-copy slices of ``table`` whose content holds at most ``max_bytes`` bytes (a
+    single larger row is a slice of its own)."""
+    if max_bytes is None or "content" not in table.column_names or table.num_rows < 2:
+        yield table
+        return
+    sizes = pc.fill_null(pc.binary_length(table.column("content")), 0).to_numpy(
+        zero_copy_only=False).astype(np.int64)
+    if int(sizes.sum()) <= max_bytes:
+        yield table
+        return
+    start, acc = 0, 0
+    for i, n in enumerate(sizes.tolist()):
+        if i > start and acc + n > max_bytes:
+            yield table.slice(start, i - start)
+            start, acc = i, 0
+        acc += n
+    yield table.slice(start)
+
+
 class FileReader:
     """Reads whole input files into canonical batches; one call per input file.
 
@@ -178,12 +198,13 @@ class FileReader:
     """
 
     def __init__(self, root: str, filesystem: pafs.FileSystem, batch_rows: int = 2048,
-                 strict: bool = False):
-        if batch_rows < 1:
-            raise ValueError("batch_rows must be >= 1")
+                 strict: bool = False, batch_bytes: int | None = None):
+        if batch_rows < 1 or (batch_bytes is not None and batch_bytes < 1):
+            raise ValueError("batch_rows and batch_bytes must be >= 1")
         self.root = root.rstrip("/")
         self.fs = filesystem
         self.batch_rows = batch_rows
+        self.batch_bytes = batch_bytes
         self.strict = strict
 
     def rel(self, path: str) -> str:
@@ -200,9 +221,10 @@ class FileReader:
         reader = self._parquet if path.lower().endswith(".parquet") else self._jsonl
         emitted = 0
         try:
-            for table in reader(path, rel):
-                emitted += table.num_rows
-                yield table
+            for whole in reader(path, rel):
+                for table in split_by_bytes(whole, self.batch_bytes):
+                    emitted += table.num_rows
+                    yield table
         except Exception as exc:  # noqa: BLE001 - every failure becomes a record
             if self.strict:
                 raise UnreadableInput(f"cannot read input file {path}: {exc}") from exc

@@ -164,7 +164,7 @@ class ByteLevelCounter:
     to the tokenizer itself too. ``from_tokenizer`` returns None for anything else, and the
     caller encodes."""
 
-    def __init__(self, model, added: list[str], digits: bool, max_cache: int = 1 << 18):
+    def __init__(self, model, added: list[str], digits: bool, max_cache: int = 1 << 16):
         import regex
 
         self.model = model

@@ -83,6 +83,22 @@ def test_normalise_flags_non_utf8_binary_content():
     assert t.column("content").to_pylist()[0] == "ok = 1\n"
 
 
+def test_reader_cuts_batches_by_content_bytes(tmp_path):
+    sizes = [100, 100, 100, 900, 50, 50, 2000, 10]
+    t = pa.table({"content": ["x" * n for n in sizes],
+                  "max_stars_repo_path": [f"f{i}.py" for i in range(len(sizes))]})
+    (tmp_path / "data" / "python").mkdir(parents=True)
+    pq.write_table(t, tmp_path / "data/python/a.parquet")
+    path = str(tmp_path / "data/python/a.parquet")
+    whole = list(FileReader(str(tmp_path), pafs.LocalFileSystem()).read_file(path))
+    cut = list(FileReader(str(tmp_path), pafs.LocalFileSystem(), batch_bytes=300)
+               .read_file(path))
+    assert [b.num_rows for b in whole] == [8]
+    # at most 300 content bytes per batch, a larger row alone; same rows and ids in order
+    assert [b.num_rows for b in cut] == [3, 1, 2, 1, 1]
+    assert pa.concat_tables(cut).column("id").to_pylist() == whole[0].column("id").to_pylist()
+
+
 def test_reader_streams_parquet_and_quarantines_bad_files(tmp_path):
     good = pa.table({"content": [f"x = {i}\n" for i in range(10)],
                      "max_stars_repo_path": [f"f{i}.py" for i in range(10)]})
