@@ -39,6 +39,9 @@ PARTITION_BYTES = {"grouping": 8 << 20}
 BATCH_BYTES = 4 << 20
 
 
+CHANGES = "## Changes, measured before and after"
+
+
 def ours_phase1(corpus: Path, out: Path, log=None) -> dict:
     """Our phase 1 with the embedded config's operators (Ray must be initialised)."""
     from flows.phase1 import run_phase1
@@ -116,7 +119,11 @@ def main(argv=None) -> int:
               f"{r['datatrove_no_tokens_peak_worker_rss_MB']} | {r['datatrove_no_tokens_kept']} "
               f"| {r['speedup_datatrove_no_tokens']}x |" for r in rows]
     text = "\n".join(lines) + "\n"
-    Path(args.out).write_text(text)
+    out = Path(args.out)
+    # the hand-kept record of optimisations below the generated tables survives a re-run
+    if out.exists() and CHANGES in out.read_text():
+        text += "\n" + CHANGES + out.read_text().split(CHANGES, 1)[1]
+    out.write_text(text)
     print(text)
     print(json.dumps({"signatures": sig, "side_by_side": rows}))
     return 0
