@@ -121,8 +121,9 @@ def main(argv=None) -> int:
     text = "\n".join(lines) + "\n"
     out = Path(args.out)
     # the hand-kept record of optimisations below the generated tables survives a re-run
-    if out.exists() and CHANGES in out.read_text():
-        text += "\n" + CHANGES + out.read_text().split(CHANGES, 1)[1]
+    old = out.read_text() if out.exists() else ""
+    if CHANGES in old:
+        text += "\n" + CHANGES + old.split(CHANGES, 1)[1]
     out.write_text(text)
     print(text)
     print(json.dumps({"signatures": sig, "side_by_side": rows}))

@@ -174,8 +174,7 @@ class ByteLevelCounter:
         self.digits = digits
         self.max_cache = max_cache
         self.cache: dict[str, int] = {}
-        b2u = _bytes_to_unicode()
-        self.to_units = {b: b2u[b] for b in range(256)}  # latin-1 code point = byte
+        self.to_units = _bytes_to_unicode()  # for str.translate: latin-1 code point = byte
         self.split_ascii = re.compile(_GPT2_SPLIT_ASCII, re.ASCII).findall
         self.split_unicode = regex.compile(_GPT2_SPLIT).findall
         self.split_digits = re.compile(r"([0-9])").split
