@@ -28,7 +28,7 @@ import pyarrow.dataset as pads
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import SDISTS, base_corpus, scaled_corpus  # noqa: E402
+from benchmarks.common import PEAK_MEMORY_NOTE, SDISTS, base_corpus, scaled_corpus  # noqa: E402
 from benchmarks.near_dedup import (PARTITION_ROWS, scaling_lines, side_by_side,  # noqa: E402
                                    throughput)
 
@@ -105,13 +105,12 @@ def main(argv=None) -> int:
               "ExactDedupFilter; MinhashDedupSignature, Buckets, Cluster, Filter "
               "(LocalPipelineExecutor, our token rule, 25 x 10 bands, 64-bit hashes). "
               "DataTrove does no decontamination, secret scanning, code "
-              "filters or repository grouping here: ours does that work on top. Peak worker "
-              "MB = the largest private resident memory of one worker process (Ray worker or "
-              "DataTrove process), sampled every 0.2 s.", ""]
+              "filters or repository grouping here: ours does that work on top. "
+              + PEAK_MEMORY_NOTE, ""]
     lines += scaling_lines(rows, stages=" / ".join(rows[0]["ours_stage_s"]))
     lines += ["", "The same DataTrove pipeline without its TokensCounter (less work than ours "
               "by token counting too):", "",
-              "| scale | DataTrove s | DataTrove MB/s/core | peak worker MB (private / RSS) | "
+              "| scale | DataTrove s | DataTrove MB/s/core | peak worker MB (heap / RSS) | "
               "kept | ours vs DataTrove |", "| --- " * 6 + "|"]
     lines += [f"| {r['scale']} | {r['datatrove_no_tokens_s']} | "
               f"{r['datatrove_no_tokens_MB_s_core']} | "

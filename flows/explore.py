@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 import ray
 import ray.data
 
-from flows.runtime import Run, export_repo_path
+from flows.runtime import Run, export_repo_path, worker_runtime_env
 from flows.settings import load_settings
 from operators import storage
 from operators.schema import LEDGER_SCHEMA
@@ -26,7 +26,8 @@ def connect(log=print) -> str:
     if ray.is_initialized():
         return "already connected"
     try:
-        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False)
+        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False,
+                 runtime_env=worker_runtime_env())
         where = "cluster"
     except (ConnectionError, RuntimeError, ValueError):
         export_repo_path()

@@ -29,11 +29,29 @@ TRANSIENT_S3_ERRORS = ["AWS Error INTERNAL_FAILURE", "AWS Error NETWORK_CONNECTI
                        "Failed to flush response stream", "Connection reset"]
 
 
+#: Set in every worker process. Arrow allocates through mimalloc, which keeps freed pages
+#: until a later allocation or free in the same thread gets round to purging them; a worker
+#: that streams many files then holds far more than one task needs (a grouping reader grew
+#: by 180 MB over 24 files at 16x the benchmark corpus). With no delay, mimalloc hands
+#: freed pages back at once.
+WORKER_ENV = {"MIMALLOC_PURGE_DELAY": "0"}
+
+
 def export_repo_path() -> None:
     """Local Ray workers inherit the driver's environment: make the project importable
-    there (before a local ``ray.init``)."""
+    there, and give them :data:`WORKER_ENV` (before a local ``ray.init``)."""
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    for key, value in WORKER_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def worker_runtime_env() -> dict:
+    """The ``runtime_env`` to connect to a running cluster with: :data:`WORKER_ENV`, less
+    what the job's own runtime env (``ray job submit --runtime-env``) already sets, which a
+    job driver sees in its environment; Ray merges the two and refuses a variable set in
+    both."""
+    return {"env_vars": {k: v for k, v in WORKER_ENV.items() if k not in os.environ}}
 
 
 def init_ray(settings: Settings, log=print) -> bool:
@@ -44,7 +62,7 @@ def init_ray(settings: Settings, log=print) -> bool:
         return False
     address = settings.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        ray.init(address=address, runtime_env=worker_runtime_env())
         log(f"connected to Ray at {address}: {ray.cluster_resources()}")
         return True
     export_repo_path()

@@ -205,8 +205,12 @@ def main(argv=None) -> int:
     import ray
     import ray.data
 
+    from flows.runtime import worker_runtime_env
+
     ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+             runtime_env={"env_vars": {
+                 **worker_runtime_env()["env_vars"],
+                 "PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
     from operators.storage import S3Settings
 
     s3 = S3Settings()

@@ -26,8 +26,9 @@ def free_port() -> int:
 def ray_local():
     import ray
 
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    from flows.runtime import export_repo_path
+
+    export_repo_path()  # the workers' environment of a local run of the flow
     ray.init(num_cpus=2, object_store_memory=1 << 30, include_dashboard=False,
              log_to_driver=False)
     import ray.data
