@@ -169,7 +169,7 @@ def _band_hashes(sigs, bands, rows, out):
             out[d, band] = h
 
 
-def _content_buffers(content: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def content_buffers(content: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     content = content.cast(pa.large_string())
     if content.null_count:
         content = pc.fill_null(content, "")
@@ -190,7 +190,7 @@ def signatures(content: pa.Array | pa.ChunkedArray, num_perm: int = 256, ngram: 
     out = np.full((len(content), num_perm), np.iinfo(np.uint64).max, dtype=np.uint64)
     n_tok = np.zeros(len(content), dtype=np.int64)
     if len(content):
-        data, offsets = _content_buffers(content)
+        data, offsets = content_buffers(content)
         longest = int(np.max(np.diff(offsets)))
         buf = np.zeros(longest // 2 + 1, dtype=np.uint64)
         _signatures(data, offsets, a, b, ngram, out, n_tok, buf)
@@ -207,7 +207,7 @@ def shingle_hashes(content: pa.Array | pa.ChunkedArray, ngram: int, lower: bool 
     starts = np.zeros(len(content) + 1, dtype=np.int64)
     if not len(content):
         return np.zeros(0, dtype=np.uint64), starts
-    data, offsets = _content_buffers(content)
+    data, offsets = content_buffers(content)
     # a token takes at least one byte and a separator: at most (bytes + 1) / 2 of them
     out = np.zeros(int(np.sum(np.diff(offsets) // 2 + 1)), dtype=np.uint64)
     _shingles(data, offsets, ngram, lower, out, starts)

@@ -19,6 +19,7 @@ import os
 import re
 import threading
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -171,6 +172,8 @@ class ByteLevelCounter:
         # one search for all added tokens (they share a first character: a fast scan)
         self.added_re = re.compile("|".join(
             re.escape(a) for a in sorted(added, key=len, reverse=True))) if added else None
+        self.added = list(added)
+        self.table = None  # the compiled path's piece table, made on first use
         self.digits = digits
         self.max_cache = max_cache
         self.cache: dict[str, int] = {}
@@ -202,6 +205,31 @@ class ByteLevelCounter:
         units = piece.encode("utf-8").decode("latin-1").translate(self.to_units)
         return len(self.model.tokenize(units))
 
+    def _length_of_bytes(self, piece: bytes) -> int:
+        return len(self.model.tokenize(piece.decode("latin-1").translate(self.to_units)))
+
+    def count_array(self, content: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Token counts of a string array in one compiled pass over its buffer
+        (:mod:`operators.token_kernel`); -1 for the texts that take :meth:`count` or the
+        tokenizer instead: nulls, non-ASCII texts and texts that hold an added token."""
+        from operators.minhash import content_buffers
+        from operators.token_kernel import PieceTable
+
+        if isinstance(content, pa.ChunkedArray):
+            content = content.combine_chunks()
+        use = pc.fill_null(pc.string_is_ascii(content), False)
+        if self.added:
+            use = pc.and_(use, pc.invert(pc.fill_null(_holds_any(content, self.added), False)))
+        use = use.to_numpy(zero_copy_only=False)
+        if not use.any():
+            return np.full(len(content), -1, dtype=np.int64)
+        if self.table is None:
+            self.table = PieceTable(slots=2 * _pow2_at_least(self.max_cache))
+        data, offsets = content_buffers(content)
+        counts = self.table.count(data, offsets, use, self.digits, self._length_of_bytes)
+        counts[~use] = -1
+        return counts
+
     def count(self, text: str) -> int | None:
         """Tokens of ``text``, or None where the tokenizer itself must encode it."""
         if self.added_re is not None and self.added_re.search(text):
@@ -227,6 +255,20 @@ class ByteLevelCounter:
             return sum(map(cache.__getitem__, pieces))
 
 
+def _holds_any(content: pa.Array, literals: list[str]) -> pa.Array:
+    """Per text: whether it holds any of ``literals`` (one RE2 pass)."""
+    if any("\\E" in a for a in literals):  # cannot be quoted with \Q...\E
+        out = pc.match_substring(content, literals[0])
+        for a in literals[1:]:
+            out = pc.or_(out, pc.match_substring(content, a))
+        return out
+    return pc.match_substring_regex(content, "|".join(f"\\Q{a}\\E" for a in literals))
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(4, (int(n) - 1).bit_length())
+
+
 @functools.lru_cache(maxsize=4)
 def byte_level_counter(spec: str) -> ByteLevelCounter | None:
     return ByteLevelCounter.from_tokenizer(load_tokenizer(spec))
@@ -234,7 +276,26 @@ def byte_level_counter(spec: str) -> ByteLevelCounter | None:
 
 def count_tokens(texts: list[str], spec: str) -> list[int]:
     """Number of tokens of each text (no special tokens added)."""
+    return count_tokens_array(pa.array(texts, pa.large_string()), spec).tolist()
+
+
+def count_tokens_array(content: pa.Array | pa.ChunkedArray, spec: str) -> np.ndarray:
+    """Number of tokens of each text of a string array (no special tokens added): the
+    compiled pass for what it covers, the per-text counter or the tokenizer for the rest."""
     fast = byte_level_counter(spec)
+    if isinstance(content, pa.ChunkedArray):
+        content = content.combine_chunks()
+    if fast is not None:
+        counts = fast.count_array(content)
+    else:
+        counts = np.full(len(content), -1, dtype=np.int64)
+    rest = (counts < 0).nonzero()[0]
+    if len(rest):
+        counts[rest] = _count_texts(content.take(rest).to_pylist(), spec, fast)
+    return counts
+
+
+def _count_texts(texts: list[str], spec: str, fast: ByteLevelCounter | None) -> list[int]:
     counts = [fast.count(t) for t in texts] if fast is not None else [None] * len(texts)
     rest = [i for i, n in enumerate(counts) if n is None]
     if rest:
@@ -258,18 +319,20 @@ class TokenCounter:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         live = live_mask(table).to_numpy(zero_copy_only=False)
-        contents = table.column("content").to_pylist()
         counts = table.column("n_tokens").to_pylist()
-        idx = [i for i, ok in enumerate(live) if ok]
-        # encode in slices bounded by characters, so one call never holds a huge batch
+        idx = live.nonzero()[0]
+        content = table.column("content").take(idx).combine_chunks()
+        sizes = pc.binary_length(content).to_numpy(zero_copy_only=False)
+        # count in slices bounded by bytes, so one call (and a tokenizer fallback within
+        # it) never holds a huge batch
         start = 0
         while start < len(idx):
-            end, chars = start, 0
-            while end < len(idx) and (end == start or chars < self.max_chars):
-                chars += len(contents[idx[end]])
+            end, size = start + 1, int(sizes[start])
+            while end < len(idx) and size < self.max_chars:
+                size += int(sizes[end])
                 end += 1
-            part = idx[start:end]
-            for i, n in zip(part, count_tokens([contents[i] for i in part], self.spec)):
+            part = count_tokens_array(content.slice(start, end - start), self.spec)
+            for i, n in zip(idx[start:end].tolist(), part.tolist()):
                 counts[i] = n
             start = end
         col = pa.array(counts, pa.int64())

@@ -14,10 +14,13 @@ import os
 import random
 import re
 
+import numpy as np
+import pyarrow as pa
 import pytest
 from tokenizers import Tokenizer
 
 from operators import code_filters, pii
+from operators.token_kernel import CLASSES, PieceTable
 from operators.tokens import ByteLevelCounter, count_tokens, load_tokenizer
 
 TOK = "packaged:smollm2"
@@ -65,6 +68,10 @@ def test_byte_level_counts_equal_the_tokenizer(real_texts):
     added = [a["content"] for a in json.loads(tok.to_str())["added_tokens"]]
     assert all((g is None) == any(a in t for a in added) for g, t in zip(got, texts))
     assert len(fast) > len(real_texts) + 1000
+    # the compiled pass over the whole array: every ASCII text without an added token
+    arr = counter.count_array(pa.array(texts))
+    assert all(a == r for a, r in zip(arr.tolist(), ref) if a >= 0)
+    assert all((a < 0) == (not t.isascii() or g is None) for a, g, t in zip(arr, got, texts))
     assert count_tokens(texts, TOK) == ref  # the public function, fallbacks included
 
 
@@ -83,6 +90,9 @@ def test_individual_digits_variant_equals_the_tokenizer(real_texts):
     ref = _encode_counts(tok, texts)
     assert all(g == r for g, r in zip(got, ref) if g is not None)
     assert sum(g is not None for g in got) > 1000
+    arr = counter.count_array(pa.array(texts)).tolist()
+    assert all(a == r for a, r in zip(arr, ref) if a >= 0)
+    assert sum(a >= 0 for a in arr) > 1000
 
 
 def test_unsupported_tokenizers_are_encoded():
@@ -99,6 +109,31 @@ def test_counter_cache_is_bounded():
     text = " ".join(f"name{i}x" for i in range(300))
     assert counter.count(text) == _encode_counts(load_tokenizer(TOK), [text])[0]
     assert counter.count("a b c") == 3 and len(counter.cache) <= 300
+
+
+def test_piece_table_bounds_and_overflowing_miss_lists():
+    """A table far too small for the text (cleared over and over) and a miss list of four
+    rows (documents resumed, the list grown) still give the tokenizer's counts."""
+    tok = load_tokenizer(TOK)
+    counter = ByteLevelCounter.from_tokenizer(tok)
+    texts = [" ".join(f"name{i}x{j}" for i in range(200)) for j in range(5)] + [
+        "a b", "", "  \n\t x'll 've 'S  "]
+    ref = _encode_counts(tok, texts)
+    data = pa.array(texts, pa.large_string())
+    bufs = data.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64)
+    content = np.frombuffer(bufs[2], dtype=np.uint8)
+    table = PieceTable(slots=16, arena_bytes=64)
+    got = table.count(content, offsets, np.ones(len(texts), dtype=bool), False,
+                      counter._length_of_bytes, miss_rows=4)
+    assert got.tolist() == ref
+    assert len(table) <= 8 and table.used[1] <= 64
+    # the compiled byte classes are the per-text path's regex classes on ASCII
+    for b in range(128):
+        c = chr(b)
+        want = 1 if c.isalpha() else 2 if c.isdigit() else 3 if re.match(r"\s", c, re.ASCII) \
+            else 0
+        assert CLASSES[b] == want, repr(c)
 
 
 # -- code filters ----------------------------------------------------------------------------
