@@ -1,21 +1,24 @@
-"""Compiled byte-level pre-tokenisation for token counts: one pass over a batch's content
-buffer splits each ASCII document into GPT-2's pre-tokenizer pieces and looks each piece up
-in a per-process table of BPE lengths, with no Python object per piece.
+"""Compiled byte-level pre-tokenisation for token counts: one pass over a batch's UTF-8
+content buffer splits each document into GPT-2's pre-tokenizer pieces and looks each piece
+up in a per-process table of BPE lengths, with no Python object per piece.
 
-The split follows GPT-2's regex, as the ``ByteLevel`` pre-tokenizer applies it, on ASCII
-text (``re.ASCII`` classes: letters ``A-Za-z``, digits ``0-9``, whitespace
-``[ \\t\\n\\v\\f\\r]``, everything else "other")::
+The split follows GPT-2's regex, as the ``ByteLevel`` pre-tokenizer applies it::
 
-    's|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\\sA-Za-z0-9]+|\\s+(?!\\S)|\\s+
+    's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+
 
-- a run of letters, digits or others, with the one space before it when there is one;
+with every code point classed once as a letter, a number, whitespace or other
+(:func:`char_classes`):
+
+- a run of letters, numbers or others, with the one space (U+0020) before it when there is
+  one;
 - a contraction where an apostrophe starts a piece (not after a space, not inside a run of
   others);
 - a whitespace run that reaches the end of the text is one piece; one followed by text
   leaves its last character: a space joins the next run, another character stands alone.
 
 With ``digits`` (StarCoder's ``Digits(individual_digits)`` before the byte-level step)
-every digit is a piece of its own and the text between digits is split as a separate text.
+every number character is a piece of its own and the text between them is split as a
+separate text.
 
 The table holds each piece's bytes, so a lookup is exact (a hash only picks the slot). A
 piece the table lacks is reported back (document, start, end, hash); the caller asks the
@@ -24,25 +27,28 @@ BPE model for its length once and inserts it.
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 
-#: byte classes
+#: character classes
 _OTHER, _LETTER, _DIGIT, _SPACE = 0, 1, 2, 3
 
 
-def _classes() -> np.ndarray:
-    cls = np.zeros(256, dtype=np.uint8)
-    for c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz":
-        cls[c] = _LETTER
-    for c in b"0123456789":
-        cls[c] = _DIGIT
-    for c in b" \t\n\x0b\x0c\r":
-        cls[c] = _SPACE
+@functools.lru_cache(maxsize=1)
+def char_classes() -> np.ndarray:
+    """The class of every code point, as the ``regex`` module's Unicode ``\\p{L}``,
+    ``\\p{N}`` and ``\\s`` (the per-text path's pattern) see it; surrogates are "other"
+    (UTF-8 cannot hold them). About 0.2 s, once per process."""
+    import regex
+
+    cls = np.zeros(0x110000, dtype=np.uint8)
+    text = "".join(chr(c) if not 0xD800 <= c < 0xE000 else "\x00" for c in range(0x110000))
+    for pattern, value in ((r"\p{L}+", _LETTER), (r"\p{N}+", _DIGIT), (r"\s+", _SPACE)):
+        for m in regex.finditer(pattern, text):
+            cls[m.start():m.end()] = value
     return cls
-
-
-CLASSES = _classes()
 
 
 @numba.njit(cache=True, inline="always")
@@ -126,6 +132,32 @@ def _contraction(data, i, end):
     return 0
 
 
+@numba.njit(cache=True, inline="always")
+def _char(data, i, end, cls):
+    """(class, end) of the UTF-8 character at ``i``; a malformed byte is one "other"."""
+    b = data[i]
+    if b < 0x80:
+        return cls[b], i + 1
+    if b >= 0xF0:
+        n, cp = 4, np.int64(b & 0x07)
+    elif b >= 0xE0:
+        n, cp = 3, np.int64(b & 0x0F)
+    elif b >= 0xC0:
+        n, cp = 2, np.int64(b & 0x1F)
+    else:
+        return np.uint8(0), i + 1
+    if i + n > end:
+        return np.uint8(0), i + 1
+    for k in range(1, n):
+        c = data[i + k]
+        if c & 0xC0 != 0x80:
+            return np.uint8(0), i + 1
+        cp = (cp << 6) | np.int64(c & 0x3F)
+    if cp >= cls.shape[0]:
+        return np.uint8(0), i + 1
+    return cls[cp], i + n
+
+
 @numba.njit(cache=True)
 def count_pieces(data, offsets, use, digits, cls, keys, vals, poff, plen, arena, counts,
                  miss, first):
@@ -133,7 +165,7 @@ def count_pieces(data, offsets, use, digits, cls, keys, vals, poff, plen, arena,
     pieces only); unknown pieces go to ``miss`` rows (doc, start, end, hash). Returns
     (the document to resume from: len(use) when all are done, rows of ``miss`` filled); a
     document whose misses overflow ``miss`` is left for the next call, after the caller
-    has stored the ones reported."""
+    has stored the ones reported. ``cls``: the class of every code point."""
     n_miss = 0
     for d in range(first, use.shape[0]):
         if not use[d]:
@@ -145,23 +177,30 @@ def count_pieces(data, offsets, use, digits, cls, keys, vals, poff, plen, arena,
         while i < end:
             part_end = end
             if digits:
-                if cls[data[i]] == 2:
-                    total, n_miss = _piece(data, i, i + 1, d, total, n_miss, keys, vals,
+                k, nx = _char(data, i, end, cls)
+                if k == 2:
+                    total, n_miss = _piece(data, i, nx, d, total, n_miss, keys, vals,
                                            poff, plen, arena, miss)
                     if n_miss < 0:
                         return d, mark
-                    i += 1
+                    i = nx
                     continue
-                part_end = i + 1
-                while part_end < end and cls[data[part_end]] != 2:
-                    part_end += 1
+                part_end = nx
+                while part_end < end:
+                    k, nx = _char(data, part_end, end, cls)
+                    if k == 2:
+                        break
+                    part_end = nx
             while i < part_end:
-                k = cls[data[i]]
+                k, nx = _char(data, i, part_end, cls)
                 start = i
                 if k == 3:
-                    j = i + 1
-                    while j < part_end and cls[data[j]] == 3:
-                        j += 1
+                    last, j = i, nx  # the last whitespace character, the run's end
+                    while j < part_end:
+                        k2, nx2 = _char(data, j, part_end, cls)
+                        if k2 != 3:
+                            break
+                        last, j = j, nx2
                     if j == part_end:  # trailing whitespace: one piece
                         total, n_miss = _piece(data, i, j, d, total, n_miss, keys, vals,
                                                poff, plen, arena, miss)
@@ -169,21 +208,21 @@ def count_pieces(data, offsets, use, digits, cls, keys, vals, poff, plen, arena,
                             return d, mark
                         i = j
                         continue
-                    if j - i >= 2:  # \s+(?!\S): the run but its last character
-                        total, n_miss = _piece(data, i, j - 1, d, total, n_miss, keys, vals,
+                    if last > i:  # \s+(?!\S): the run but its last character
+                        total, n_miss = _piece(data, i, last, d, total, n_miss, keys, vals,
                                                poff, plen, arena, miss)
                         if n_miss < 0:
                             return d, mark
-                    if data[j - 1] != 32:  # not a space: a piece of its own
-                        total, n_miss = _piece(data, j - 1, j, d, total, n_miss, keys, vals,
+                    if data[last] != 32:  # not a space: a piece of its own
+                        total, n_miss = _piece(data, last, j, d, total, n_miss, keys, vals,
                                                poff, plen, arena, miss)
                         if n_miss < 0:
                             return d, mark
                         i = j
                         continue
-                    start = j - 1  # the space leads the next run
+                    start = last  # the space leads the next run
                     i = j
-                    k = cls[data[i]]
+                    k, nx = _char(data, i, part_end, cls)
                 elif data[i] == 39:  # an apostrophe starting a piece
                     m = _contraction(data, i, part_end)
                     if m:
@@ -193,9 +232,12 @@ def count_pieces(data, offsets, use, digits, cls, keys, vals, poff, plen, arena,
                             return d, mark
                         i += 1 + m
                         continue
-                j = i + 1
-                while j < part_end and cls[data[j]] == k:
-                    j += 1
+                j = nx
+                while j < part_end:
+                    k2, nx2 = _char(data, j, part_end, cls)
+                    if k2 != k:
+                        break
+                    j = nx2
                 total, n_miss = _piece(data, start, j, d, total, n_miss, keys, vals, poff,
                                        plen, arena, miss)
                 if n_miss < 0:
@@ -245,7 +287,7 @@ class PieceTable:
         miss = np.zeros((miss_rows, 4), dtype=np.int64)
         first = 0
         while first < use.shape[0]:
-            first, n = count_pieces(data, offsets, use, digits, CLASSES, self.keys,
+            first, n = count_pieces(data, offsets, use, digits, char_classes(), self.keys,
                                     self.vals, self.poff, self.plen, self.arena, counts,
                                     miss, first)
             if n == 0 and first < use.shape[0]:  # one document misses more than the list

@@ -210,14 +210,14 @@ class ByteLevelCounter:
 
     def count_array(self, content: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Token counts of a string array in one compiled pass over its buffer
-        (:mod:`operators.token_kernel`); -1 for the texts that take :meth:`count` or the
-        tokenizer instead: nulls, non-ASCII texts and texts that hold an added token."""
+        (:mod:`operators.token_kernel`); -1 for the texts that go to the tokenizer
+        instead: nulls and texts that hold an added token."""
         from operators.minhash import content_buffers
         from operators.token_kernel import PieceTable
 
         if isinstance(content, pa.ChunkedArray):
             content = content.combine_chunks()
-        use = pc.fill_null(pc.string_is_ascii(content), False)
+        use = pc.is_valid(content)
         if self.added:
             use = pc.and_(use, pc.invert(pc.fill_null(_holds_any(content, self.added), False)))
         use = use.to_numpy(zero_copy_only=False)

@@ -20,7 +20,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from operators import code_filters, pii
-from operators.token_kernel import CLASSES, PieceTable
+from operators.token_kernel import PieceTable, char_classes
 from operators.tokens import ByteLevelCounter, count_tokens, load_tokenizer
 
 TOK = "packaged:smollm2"
@@ -68,10 +68,10 @@ def test_byte_level_counts_equal_the_tokenizer(real_texts):
     added = [a["content"] for a in json.loads(tok.to_str())["added_tokens"]]
     assert all((g is None) == any(a in t for a in added) for g, t in zip(got, texts))
     assert len(fast) > len(real_texts) + 1000
-    # the compiled pass over the whole array: every ASCII text without an added token
+    # the compiled pass over the whole array: every text without an added token
     arr = counter.count_array(pa.array(texts))
     assert all(a == r for a, r in zip(arr.tolist(), ref) if a >= 0)
-    assert all((a < 0) == (not t.isascii() or g is None) for a, g, t in zip(arr, got, texts))
+    assert all((a < 0) == (g is None) for a, g in zip(arr, got))
     assert count_tokens(texts, TOK) == ref  # the public function, fallbacks included
 
 
@@ -85,14 +85,17 @@ def test_individual_digits_variant_equals_the_tokenizer(real_texts):
     counter = ByteLevelCounter.from_tokenizer(tok)
     assert counter is not None and counter.digits
     ascii_parts = [c for c in _TOKEN_ALPHABET if c.isascii() and not c.startswith("<")]
-    texts = real_texts[:200] + _fuzz(ascii_parts, 2000, 60, 2)
+    parts = [c for c in _TOKEN_ALPHABET if not c.startswith("<")]  # Unicode numbers too
+    texts = real_texts[:200] + _fuzz(ascii_parts, 2000, 60, 2) + _fuzz(parts, 2000, 60, 3)
     got = [counter.count(t) for t in texts]
     ref = _encode_counts(tok, texts)
     assert all(g == r for g, r in zip(got, ref) if g is not None)
     assert sum(g is not None for g in got) > 1000
     arr = counter.count_array(pa.array(texts)).tolist()
+    # the compiled pass covers non-ASCII text too; what it leaves holds an added token
     assert all(a == r for a, r in zip(arr, ref) if a >= 0)
-    assert sum(a >= 0 for a in arr) > 1000
+    assert all("<" in t for a, t in zip(arr, texts) if a < 0)
+    assert sum(a >= 0 and not t.isascii() for a, t in zip(arr, texts)) > 1000
 
 
 def test_unsupported_tokenizers_are_encoded():
@@ -117,7 +120,7 @@ def test_piece_table_bounds_and_overflowing_miss_lists():
     tok = load_tokenizer(TOK)
     counter = ByteLevelCounter.from_tokenizer(tok)
     texts = [" ".join(f"name{i}x{j}" for i in range(200)) for j in range(5)] + [
-        "a b", "", "  \n\t x'll 've 'S  "]
+        "a b", "", "  \n\t x'll 've 'S  ", "\u3000 é\u3000\u3000x 中文²  \x85"]
     ref = _encode_counts(tok, texts)
     data = pa.array(texts, pa.large_string())
     bufs = data.buffers()
@@ -128,12 +131,16 @@ def test_piece_table_bounds_and_overflowing_miss_lists():
                       counter._length_of_bytes, miss_rows=4)
     assert got.tolist() == ref
     assert len(table) <= 8 and table.used[1] <= 64
-    # the compiled byte classes are the per-text path's regex classes on ASCII
+    # the compiled classes are the ASCII path's regex classes on ASCII...
+    classes = char_classes()
     for b in range(128):
         c = chr(b)
         want = 1 if c.isalpha() else 2 if c.isdigit() else 3 if re.match(r"\s", c, re.ASCII) \
             else 0
-        assert CLASSES[b] == want, repr(c)
+        assert classes[b] == want, repr(c)
+    # ...and Unicode's beyond (\x1c-\x1f are not whitespace to the tokenizer, \x85 is)
+    assert [classes[ord(c)] for c in "\x85\xa0\u3000é中²٣\u0301😀\x1c"] == \
+        [3, 3, 3, 1, 1, 2, 2, 0, 0, 0]
 
 
 # -- code filters ----------------------------------------------------------------------------
