@@ -268,21 +268,25 @@ class PieceTable:
         self.vals.fill(-1)
         self.used[:] = 0
 
-    def insert(self, data: np.ndarray, s: int, e: int, h: int, value: int) -> None:
-        """Store a piece; a full table is cleared first. A piece longer than the arena is
-        not stored (it is asked for again when it comes back)."""
-        if e - s > self.arena.shape[0]:
-            return
-        args = (np.uint64(h), value, self.keys, self.vals, self.poff, self.plen, self.arena,
-                self.used)
-        if not insert(data, s, e, *args):
-            self.clear()
-            insert(data, s, e, *args)
+    def insert(self, data: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+               hashes: np.ndarray, values: np.ndarray) -> None:
+        """Store pieces ``data[starts[i]:ends[i]]``; a full table is cleared and filling
+        goes on. A piece longer than the arena is not stored (it is asked for again when
+        it comes back)."""
+        done = 0
+        while done < len(starts):
+            done = insert_many(data, starts, ends, hashes, values, done, self.keys,
+                               self.vals, self.poff, self.plen, self.arena, self.used)
+            if done < len(starts):
+                if self.used[0] == 0:  # even an empty table cannot hold it
+                    done += 1
+                else:
+                    self.clear()
 
     def count(self, data: np.ndarray, offsets: np.ndarray, use: np.ndarray, digits: bool,
               length, miss_rows: int = 1 << 14) -> np.ndarray:
         """Token counts of the ``use`` documents (others 0). ``length(piece_bytes)`` gives
-        the BPE length of a piece the table lacks."""
+        the BPE length of a piece the table lacks: asked once per distinct piece."""
         counts = np.zeros(use.shape[0], dtype=np.int64)
         miss = np.zeros((miss_rows, 4), dtype=np.int64)
         first = 0
@@ -293,12 +297,52 @@ class PieceTable:
             if n == 0 and first < use.shape[0]:  # one document misses more than the list
                 miss = np.zeros((2 * miss.shape[0], 4), dtype=np.int64)
                 continue
-            known: dict[bytes, int] = {}
-            for d, s, e, h in miss[:n].tolist():  # documents before ``first``: complete
-                piece = data[s:e].tobytes()
-                v = known.get(piece)
-                if v is None:
-                    v = known[piece] = length(piece)
-                    self.insert(data, s, e, h & 0xFFFFFFFFFFFFFFFF, v)
-                counts[d] += v
+            if n:  # the misses of documents before ``first``, which are complete
+                docs, starts, ends, hashes = (np.ascontiguousarray(c) for c in miss[:n].T)
+                counts += np.bincount(docs, weights=self._lengths(data, starts, ends, hashes,
+                                                                  length),
+                                      minlength=len(counts)).astype(np.int64)
         return counts
+
+    def _lengths(self, data, starts, ends, hashes, length) -> np.ndarray:
+        """The BPE length of each missed piece: one ``length`` call per distinct piece
+        (grouped by hash, every member checked byte for byte against its group's first),
+        stored in the table."""
+        _, first, group = np.unique(hashes, return_index=True, return_inverse=True)
+        out = np.zeros(len(starts), dtype=np.int64)
+        values = np.array([length(data[starts[i]:ends[i]].tobytes()) for i in first],
+                          dtype=np.int64)
+        out[:] = values[group]
+        rep = first[group]
+        for i in differs(data, starts, ends, starts[rep], ends[rep]).nonzero()[0]:
+            out[i] = length(data[starts[i]:ends[i]].tobytes())  # a hash collision
+        self.insert(data, starts[first], ends[first], hashes[first].view(np.uint64), values)
+        return out
+
+
+@numba.njit(cache=True)
+def differs(data, starts, ends, ref_starts, ref_ends):
+    """Per piece: whether its bytes differ from the reference piece's."""
+    out = np.zeros(starts.shape[0], dtype=np.bool_)
+    for i in range(starts.shape[0]):
+        n = ends[i] - starts[i]
+        if n != ref_ends[i] - ref_starts[i]:
+            out[i] = True
+            continue
+        for k in range(n):
+            if data[starts[i] + k] != data[ref_starts[i] + k]:
+                out[i] = True
+                break
+    return out
+
+
+@numba.njit(cache=True)
+def insert_many(data, starts, ends, hashes, values, first, keys, vals, poff, plen, arena,
+                used):
+    """Store pieces ``first..`` until the table is full; returns the first one not
+    stored (len(starts) when all are)."""
+    for i in range(first, starts.shape[0]):
+        if not insert(data, starts[i], ends[i], hashes[i], values[i], keys, vals, poff, plen,
+                      arena, used):
+            return i
+    return starts.shape[0]

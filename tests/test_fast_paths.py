@@ -16,6 +16,7 @@ import re
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from tokenizers import Tokenizer
 
@@ -131,6 +132,12 @@ def test_piece_table_bounds_and_overflowing_miss_lists():
                       counter._length_of_bytes, miss_rows=4)
     assert got.tolist() == ref
     assert len(table) <= 8 and table.used[1] <= 64
+    # pieces whose hashes collide still get their own lengths
+    starts, ends = np.array([0, 5, 0]), np.array([4, 10, 4])  # "name", " name"[...], "name"
+    lengths = PieceTable()._lengths(content, starts, ends, np.zeros(3, dtype=np.int64),
+                                    counter._length_of_bytes)
+    assert lengths.tolist() == [counter._length_of_bytes(content[a:b].tobytes())
+                                for a, b in zip(starts, ends)]
     # the compiled classes are the ASCII path's regex classes on ASCII...
     classes = char_classes()
     for b in range(128):
@@ -249,3 +256,35 @@ def test_keyword_gates_change_no_finding(real_texts):
             assert not secrets.keyword_values(line, "a.py")
         if not pii._LONG_QUOTED.search(line):
             assert not pii._ASSIGNED_STRING.search(line)
+
+
+def test_grouped_prefilter_gives_every_pattern_masks(real_texts):
+    """Two alternations, then each pattern on the rows they matched: the same per-family
+    masks as every pattern on every row."""
+    from benchmarks.cleaning import KINDS, PRIVATE_KEY, make_secret, render
+
+    rng = random.Random(7)
+    planted = []
+    for i in range(600):
+        kind = KINDS[i % len(KINDS)]
+        if kind == "private_key":
+            planted.append(PRIVATE_KEY.format(body="MIIB" + "x" * 60))
+            continue
+        name, value = make_secret(kind, rng)
+        host = rng.choice(real_texts)
+        cut = rng.randrange(len(host) + 1)
+        planted.append(host[:cut] + "\n" + render("Python", name, value, kind) + "\n"
+                       + host[cut:])
+    texts = real_texts + planted + ["", "xoxb-1-2-abc", "sk_live_" + "a" * 24,
+                                    "abcdefghij" * 4 + "-us12", "12345678:" + "A" * 35]
+    content = pa.array(texts + [None], pa.large_string())
+    r = pii.Redactor()
+    got = r.prefilter(content)
+    patterns = [*pii._PREFILTER.items()] + [("tokens", p) for p in r._token_prefilters]
+    want = {f: np.zeros(len(content), dtype=bool) for f in got}
+    for family, pattern in patterns:
+        want[family] |= pc.fill_null(pc.match_substring_regex(content, pattern),
+                                     False).to_numpy(zero_copy_only=False)
+    for family in want:
+        assert got[family].tolist() == want[family].tolist(), family
+    assert all(want[f].sum() > 30 for f in want)  # every family is exercised
