@@ -288,3 +288,42 @@ def test_grouped_prefilter_gives_every_pattern_masks(real_texts):
     for family in want:
         assert got[family].tolist() == want[family].tolist(), family
     assert all(want[f].sum() > 30 for f in want)  # every family is exercised
+
+
+def _plain_matches(index, doc_hashes: np.ndarray) -> np.ndarray:
+    """Per item, its distinct shingles found in one document: one set lookup each."""
+    counts = np.zeros(len(index.labels), dtype=np.int64)
+    where = {int(h): p for p, h in enumerate(index.hashes)}
+    for h in set(doc_hashes.tolist()):
+        p = where.get(h)
+        if p is not None:
+            counts[index.item_ids[index.starts[p]:index.starts[p + 1]]] += 1
+    return counts
+
+
+def test_batch_decontamination_counts_equal_per_document_lookups(real_texts):
+    import gzip
+
+    from benchmarks.cleaning import humaneval_variants
+    from operators.decontam import Decontaminate, _packaged
+    from operators.minhash import shingle_hashes
+
+    with gzip.open(_packaged("humaneval"), "rt") as f:
+        problems = [json.loads(line) for line in f][:40]
+    rng = random.Random(3)
+    texts = list(real_texts[:300])
+    for p in problems:  # whole and partial copies, inside real files
+        for variant in humaneval_variants(p).values():
+            cut = rng.randrange(len(variant) // 2, len(variant) + 1)
+            host = rng.choice(real_texts)
+            texts.append(host[:2000] + "\n" + variant[:cut] + "\n" + host[2000:4000])
+    d = Decontaminate()
+    content = pa.array(texts + [""], pa.large_string())
+    hashes, offsets = shingle_hashes(content, d.ngram, lower=True)
+    docs, items, shared = d.index.batch_matches(hashes, offsets)
+    got = np.zeros((len(texts) + 1, len(d.index.labels)), dtype=np.int64)
+    got[docs, items] = shared
+    for k in range(len(texts) + 1):
+        assert got[k].tolist() == _plain_matches(
+            d.index, hashes[offsets[k]:offsets[k + 1]]).tolist(), k
+    assert (got.sum(axis=1) > 0).sum() >= 150  # most planted copies share shingles
