@@ -10,14 +10,17 @@ more of a file than the filter needs (the head for generator markers).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import re
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from operators.schema import live_mask, mark_removed
+from operators.token_kernel import code_point
 
 STAGE = "code_filters"
 
@@ -143,15 +146,11 @@ class DataFileFilter:
     def __call__(self, table: pa.Table) -> pa.Table:
         content = table.column("content")
         chars = pc.utf8_length(pc.fill_null(content, "")).to_numpy(zero_copy_only=False)
-        hit, frac = [], []
-        for i in _live_rows(table):
-            if chars[i] <= self.min_chars:
-                continue
-            f = data_fraction(content[int(i)].as_py(), self.max_data_fraction)
-            if f is not None and f > self.max_data_fraction:
-                hit.append(int(i))
-                frac.append(round(f, 3))
-        return _mark(table, hit, frac, "data_heavy")
+        rows = _live_rows(table)
+        rows = rows[chars[rows] > self.min_chars]
+        frac = data_fractions(content, rows)
+        hit = frac > self.max_data_fraction
+        return _mark(table, rows[hit].tolist(), np.round(frac[hit], 3).tolist(), "data_heavy")
 
 
 def data_fraction(text: str, stop_below: float | None = None, chunk: int = 16384
@@ -171,6 +170,164 @@ def data_fraction(text: str, stop_below: float | None = None, chunk: int = 16384
         if limit is not None and data + (n - pos) <= limit:
             return None
     return data / non_ws
+
+
+def data_fractions(content: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> np.ndarray:
+    """:func:`data_fraction` of the texts at ``rows``, in one compiled pass over the
+    batch's content buffer (:func:`_data_chars`); equal to the regex form."""
+    from operators.minhash import content_buffers
+
+    rows = np.asarray(rows, dtype=np.int64)
+    if not len(rows):
+        return np.zeros(0)
+    if isinstance(content, pa.ChunkedArray):
+        content = content.combine_chunks()
+    data, offsets = content_buffers(content)
+    is_word, is_digit = _word_digit_tables()
+    found, non_ws = _data_chars(data, offsets, rows, is_word, is_digit)
+    return found / np.maximum(non_ws, 1)
+
+
+@functools.lru_cache(maxsize=1)
+def _word_digit_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Per code point, whether Python's ``re`` counts it as ``\\w`` and as ``\\d``
+    (Unicode classes of str patterns); surrogates are neither."""
+    text = "".join(chr(c) if not 0xD800 <= c < 0xE000 else "\x00" for c in range(0x110000))
+    out = []
+    for pattern in (r"\w+", r"\d+"):
+        table = np.zeros(0x110000, dtype=np.bool_)
+        for m in re.finditer(pattern, text):
+            table[m.start():m.end()] = True
+        out.append(table)
+    return out[0], out[1]
+
+
+@numba.njit(cache=True, inline="always")
+def _word_at(data, i, end, is_word):
+    """Whether the character at ``i`` is ``\\w`` (False at the end: ``\\b`` holds)."""
+    if i >= end:
+        return False
+    cp, _ = code_point(data, i, end)
+    return is_word[cp]
+
+
+@numba.njit(cache=True, inline="always")
+def _digit_run(data, i, end, is_digit):
+    """End of the run of ``\\d`` characters from ``i``."""
+    while i < end:
+        cp, nx = code_point(data, i, end)
+        if not is_digit[cp]:
+            break
+        i = nx
+    return i
+
+
+@numba.njit(cache=True)
+def _number_end(data, k, end, is_word, is_digit):
+    """End of the number whose digits start at ``k`` (``\\d+(?:\\.\\d+)?(?:[eE][-+]?\\d+)?\\b``,
+    with the regex's backtracking order), or -1. Shorter digit runs never end at a
+    boundary (a digit follows), so only whole runs are tried."""
+    p1 = _digit_run(data, k, end, is_digit)
+    if p1 == k:
+        return -1
+    p2 = -1  # after the fraction
+    if p1 + 1 < end and data[p1] == 46:  # "."
+        q = _digit_run(data, p1 + 1, end, is_digit)
+        if q > p1 + 1:
+            p2 = q
+    base = p2 if p2 >= 0 else p1
+    p3 = -1  # after the exponent
+    if base < end and (data[base] == 101 or data[base] == 69):  # e E
+        q = base + 1
+        if q < end and (data[q] == 43 or data[q] == 45):  # + -
+            q += 1
+        r = _digit_run(data, q, end, is_digit)
+        if r > q:
+            p3 = r
+    if p3 >= 0 and not _word_at(data, p3, end, is_word):
+        return p3
+    if p2 >= 0 and not _word_at(data, p2, end, is_word):
+        return p2
+    if not _word_at(data, p1, end, is_word):
+        return p1
+    return -1
+
+
+@numba.njit(cache=True)
+def _last_word(data, start, stop, end, is_word):
+    """Whether the last character of ``data[start:stop]`` is ``\\w``."""
+    k = stop - 1
+    while k > start and data[k] & 0xC0 == 0x80:
+        k -= 1
+    cp, _ = code_point(data, k, end)
+    return is_word[cp]
+
+
+@numba.njit(cache=True)
+def _data_chars(data, offsets, rows, is_word, is_digit):
+    """Per row: (characters in data tokens, non-whitespace characters), matching
+    :data:`_DATA_TOKEN` left to right as ``findall`` does."""
+    found = np.zeros(rows.shape[0], dtype=np.int64)
+    non_ws = np.zeros(rows.shape[0], dtype=np.int64)
+    for r in range(rows.shape[0]):
+        a, end = offsets[rows[r]], offsets[rows[r] + 1]
+        chars = 0
+        for k in range(a, end):
+            c = data[k]
+            if c & 0xC0 != 0x80 and c != 32 and c != 9 and c != 10 and c != 13:
+                chars += 1
+        non_ws[r] = chars
+        total = 0
+        prev_word = False
+        i = a
+        while i < end:
+            c = data[i]
+            stop = -1
+            if c == 34 or c == 39:  # a string: up to 200 units, then the same quote
+                j, units = i + 1, 0
+                while j < end:
+                    ch = data[j]
+                    if ch == c:
+                        stop = j + 1
+                        break
+                    if units == 200 or ch == 10:
+                        break
+                    if ch == 92:  # backslash and any character but a newline
+                        if j + 1 >= end or data[j + 1] == 10:
+                            break
+                        _, j = code_point(data, j + 1, end)
+                    else:
+                        _, j = code_point(data, j, end)
+                    units += 1
+            elif c == 43 or c == 45:  # [-+] then a number
+                stop = _number_end(data, i + 1, end, is_word, is_digit)
+            elif (c == 91 or c == 93 or c == 123 or c == 125 or c == 44 or c == 58
+                  or c == 59):  # [ ] { } , : ;
+                stop = i + 1
+            elif not prev_word:
+                if c == 48 and i + 2 < end and (data[i + 1] == 120 or data[i + 1] == 88):
+                    h = i + 2  # 0x + hex digits, then a boundary
+                    while h < end and (48 <= data[h] <= 57 or 97 <= data[h] <= 102
+                                       or 65 <= data[h] <= 70):
+                        h += 1
+                    if h > i + 2 and not _word_at(data, h, end, is_word):
+                        stop = h
+                if stop < 0:
+                    cp, _ = code_point(data, i, end)
+                    if is_digit[cp]:
+                        stop = _number_end(data, i, end, is_word, is_digit)
+            if stop > 0:
+                for k in range(i, stop):
+                    if data[k] & 0xC0 != 0x80:
+                        total += 1
+                prev_word = _last_word(data, i, stop, end, is_word)
+                i = stop
+            else:
+                cp, nx = code_point(data, i, end)
+                prev_word = is_word[cp]
+                i = nx
+        found[r] = total
+    return found, non_ws
 
 
 @dataclasses.dataclass

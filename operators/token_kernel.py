@@ -133,11 +133,11 @@ def _contraction(data, i, end):
 
 
 @numba.njit(cache=True, inline="always")
-def _char(data, i, end, cls):
-    """(class, end) of the UTF-8 character at ``i``; a malformed byte is one "other"."""
+def code_point(data, i, end):
+    """(code point, end) of the UTF-8 character at ``i``; a malformed byte is one U+FFFD."""
     b = data[i]
     if b < 0x80:
-        return cls[b], i + 1
+        return np.int64(b), i + 1
     if b >= 0xF0:
         n, cp = 4, np.int64(b & 0x07)
     elif b >= 0xE0:
@@ -145,17 +145,25 @@ def _char(data, i, end, cls):
     elif b >= 0xC0:
         n, cp = 2, np.int64(b & 0x1F)
     else:
-        return np.uint8(0), i + 1
+        return np.int64(0xFFFD), i + 1
     if i + n > end:
-        return np.uint8(0), i + 1
+        return np.int64(0xFFFD), i + 1
     for k in range(1, n):
         c = data[i + k]
         if c & 0xC0 != 0x80:
-            return np.uint8(0), i + 1
+            return np.int64(0xFFFD), i + 1
         cp = (cp << 6) | np.int64(c & 0x3F)
-    if cp >= cls.shape[0]:
-        return np.uint8(0), i + 1
-    return cls[cp], i + n
+    if cp >= 0x110000:
+        return np.int64(0xFFFD), i + 1
+    return cp, i + n
+
+
+@numba.njit(cache=True, inline="always")
+def _char(data, i, end, cls):
+    """(class, end) of the UTF-8 character at ``i`` (U+FFFD, "other", for a malformed
+    byte)."""
+    cp, nx = code_point(data, i, end)
+    return cls[cp], nx
 
 
 @numba.njit(cache=True)

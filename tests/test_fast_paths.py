@@ -195,10 +195,19 @@ def test_data_fraction_equals_the_plain_form(real_texts):
     parts = ['"abc"', "'x\\'y'", "0x1F", "-3.5e+7", "12", ",", "[", "]", "{", ":", ";", " ",
              "\n", "foo", "a0x1", "\\", '"', "'", "+4", "1e5x"]
     fuzz = ["".join(rng.choice(parts) for _ in range(rng.randint(0, 3000))) for _ in range(300)]
+    # Unicode digits and letters, combining marks, strings at the 200-unit bound
+    parts += ["\u0663", "\xe9", "\u0301", "\xb2", "_", ".", "e", "E", "x", "0", "\r", "\t",
+              "\\\n", "\u4e2d", "\U0001f600", '"' + "a" * 199 + '"', '"' + "a" * 200 + '"',
+              "'" + "b" * 201 + "'"]
+    fuzz += ["".join(rng.choice(parts) for _ in range(rng.randint(0, 300))) for _ in range(2000)]
+    texts = real_texts + fuzz
+    compiled = code_filters.data_fractions(pa.array(texts, pa.large_string()),
+                                           np.arange(len(texts)))
     hits = 0
-    for text in real_texts + fuzz:
+    for text, fast in zip(texts, compiled.tolist()):
         non_ws = max(len(text) - sum(text.count(c) for c in " \t\n\r"), 1)
         plain = sum(map(len, _PLAIN_DATA_TOKEN.findall(text))) / non_ws
+        assert fast == plain, text[:200]
         assert code_filters.data_fraction(text) == plain
         early = code_filters.data_fraction(text, 0.7, chunk=rng.choice([1, 50, 16384]))
         assert (early is not None) == (plain > 0.7) or early == plain
