@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -92,6 +93,18 @@ _ASCII_ALNUM[np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmno
                            dtype=np.uint8)] = 1
 
 
+@numba.njit(cache=True)
+def _flag_sums(data, offsets, flags):
+    """Per row, the sum of ``flags[byte]`` over its bytes (one pass, no copies)."""
+    out = np.zeros(offsets.shape[0] - 1, dtype=np.int64)
+    for r in range(out.shape[0]):
+        total = 0
+        for k in range(offsets[r], offsets[r + 1]):
+            total += flags[data[k]]
+        out[r] = total
+    return out
+
+
 def alnum_fraction(content: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Fraction of characters that are letters or digits (Unicode, as ``str.isalnum``).
 
@@ -106,13 +119,9 @@ def alnum_fraction(content: pa.ChunkedArray | pa.Array) -> np.ndarray:
     alnum = np.zeros(n, dtype=np.float64)
     offsets = np.frombuffer(content.buffers()[1], dtype=np.int64)[
         content.offset:content.offset + n + 1]
-    nonempty = offsets[1:] > offsets[:-1]
-    if nonempty.any():
-        lo, hi = int(offsets[0]), int(offsets[-1])
-        data = np.frombuffer(content.buffers()[2], dtype=np.uint8)[lo:hi]
-        # summed in int64 without an int64 copy of the flags (8 bytes per input byte)
-        alnum[nonempty] = np.add.reduceat(_ASCII_ALNUM[data], offsets[:-1][nonempty] - lo,
-                                          dtype=np.int64)
+    if n and offsets[-1] > offsets[0]:
+        alnum[:] = _flag_sums(np.frombuffer(content.buffers()[2], dtype=np.uint8), offsets,
+                              _ASCII_ALNUM)
     ascii_rows = pc.string_is_ascii(content).to_numpy(zero_copy_only=False)
     if not ascii_rows.all():  # add the non-ASCII letters and digits (rare matches: fast)
         other = np.flatnonzero(~ascii_rows)
