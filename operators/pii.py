@@ -31,8 +31,10 @@ import dataclasses
 import ipaddress
 import re
 
+import numba
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from operators.schema import FILE_SCHEMA, live_mask
 
@@ -86,6 +88,25 @@ _SECRET_WORDS = re.compile(r"pass(?:w|phrase)|pwd|secret|token|api_?key|apikey|a
 _SECRET_LITERALS = ("passw", "passphrase", "pwd", "secret", "token", "api_key", "apikey",
                     "apikey", "auth", "credential", "private_key", "privatekey", "access_key",
                     "accesskey", "client_key", "clientkey", "contrase")
+
+
+def _literal_tables(words) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Words (sorted, distinct) for :func:`_keyword_line_bounds`: their bytes end to end,
+    where each ends, and per byte the range [lo, hi) of words starting with it (either
+    case)."""
+    words = sorted(set(words))
+    data = np.frombuffer("".join(words).encode(), dtype=np.uint8)
+    ends = np.cumsum([len(w) for w in words]).astype(np.int64)
+    first = np.zeros((256, 2), dtype=np.int64)
+    for k, w in enumerate(words):
+        for b in {ord(w[0]), ord(w[0].upper())}:
+            if first[b, 1] == 0:
+                first[b, 0] = k
+            first[b, 1] = k + 1
+    return data, ends, first
+
+
+_LITERALS = _literal_tables(_SECRET_LITERALS)
 #: RE2 prefilters (pyarrow compute, over a whole batch): a row can only hold a detector's
 #: finding if it matches; the Python patterns then run on those rows alone
 _PREFILTER = {
@@ -222,7 +243,6 @@ class Redactor:
         (together, all of them compile to a slow DFA). A row matches an alternation
         exactly when it matches one of its patterns, so the masks are those of running
         every pattern on every row, in far fewer passes over the batch."""
-        import pyarrow.compute as pc
 
         def match(rows: pa.Array, pattern: str) -> np.ndarray:
             return pc.fill_null(pc.match_substring_regex(rows, pattern),
@@ -239,7 +259,8 @@ class Redactor:
                 out[family][rows[match(some, pattern)]] = True
         return out
 
-    def spans(self, text: str, path: str = "", families: set[str] | None = None
+    def spans(self, text: str, path: str = "", families: set[str] | None = None,
+              keyword_lines: list[tuple[int, str]] | None = None
               ) -> list[tuple[int, int, str]]:
         """Findings in ``text``; ``families`` limits the detectors to run (from
         :meth:`prefilter`), None runs them all."""
@@ -265,7 +286,7 @@ class Redactor:
                 for m in self._aws_secret.finditer(text):
                     out.append((m.start(1), m.end(1), "aws_key"))
         if want("keyword", "password", "secret"):
-            out += self._keyword_spans(text, path)
+            out += self._keyword_spans(text, path, keyword_lines)
         if want("email", "email") and "@" in text:
             out += self._emails(text)
         v4, v6 = want("ipv4", "ip_address"), want("ipv6", "ip_address")
@@ -273,21 +294,24 @@ class Redactor:
             out += self._ips(text, v4, v6)
         return _resolve(out)
 
-    def _keyword_spans(self, text: str, path: str) -> list[tuple[int, int, str]]:
+    def _keyword_spans(self, text: str, path: str,
+                       lines: list[tuple[int, str]] | None = None
+                       ) -> list[tuple[int, int, str]]:
+        """Secrets assigned to secret-sounding names, on the lines of ``text`` that hold one
+        of :data:`_SECRET_LITERALS` (any case) and a quote. ``lines``: those lines as
+        (character offset, line), found for a whole batch (:meth:`keyword_lines`); a
+        superset is fine, each line is checked here."""
         out = []
-        lower = text.lower()
-        starts = set()
-        for word in _SECRET_LITERALS:  # str.find runs at memchr speed, re does not
-            pos = lower.find(word)
-            while pos >= 0:
-                starts.add(text.rfind("\n", 0, pos) + 1)
-                nxt = text.find("\n", pos)
-                pos = lower.find(word, nxt) if nxt >= 0 else -1
-        for ls in sorted(starts):
-            le = text.find("\n", ls)
-            le = len(text) if le < 0 else le
-            line = text[ls:le]
+        if lines is None:
+            lines = []
+            for ls in self._word_line_starts(text):
+                le = text.find("\n", ls)
+                lines.append((ls, text[ls:len(text) if le < 0 else le]))
+        for ls, line in lines:
             if '"' not in line and "'" not in line:
+                continue
+            lower = line.lower()
+            if not any(w in lower for w in _SECRET_LITERALS):
                 continue
             found = []
             # detect-secrets' patterns all need one of its words, ours a long quoted value:
@@ -311,6 +335,41 @@ class Redactor:
                 kind = "password" if word.startswith(("pass", "pwd", "contrase")) else "secret"
                 if kind in self.kinds:
                     out.append((ls + pos, ls + pos + len(value), kind))
+        return out
+
+    @staticmethod
+    def _word_line_starts(text: str) -> list[int]:
+        """Start offsets of the lines that hold a secret word (str.find runs at memchr
+        speed, re does not)."""
+        lower = text.lower()
+        starts = set()
+        for word in _SECRET_LITERALS:
+            pos = lower.find(word)
+            while pos >= 0:
+                starts.add(text.rfind("\n", 0, pos) + 1)
+                nxt = text.find("\n", pos)
+                pos = lower.find(word, nxt) if nxt >= 0 else -1
+        return sorted(starts)
+
+    @staticmethod
+    def keyword_lines(content: pa.Array | pa.ChunkedArray, rows: np.ndarray,
+                      texts: list[str]) -> dict[int, list[tuple[int, str]]]:
+        """For ``rows`` of a batch (``texts``: their strings): the lines that hold a quote
+        and either a secret word in ASCII case folding or a non-ASCII character (which
+        ``str.lower`` might turn into one), with their character offsets; one compiled
+        pass over the batch's buffer (:func:`_keyword_line_bounds`)."""
+        from operators.minhash import content_buffers
+
+        if not len(rows):
+            return {}
+        if isinstance(content, pa.ChunkedArray):
+            content = content.combine_chunks()
+        data, offsets = content_buffers(content)
+        line_row, starts, ends = _keyword_line_bounds(
+            data, offsets, np.asarray(rows, dtype=np.int64), *_LITERALS)
+        out: dict[int, list[tuple[int, str]]] = {}
+        for k, a, b in zip(line_row.tolist(), starts.tolist(), ends.tolist()):
+            out.setdefault(int(rows[k]), []).append((a, texts[k][a:b]))
         return out
 
     @staticmethod
@@ -352,9 +411,10 @@ class Redactor:
         return out
 
     # -- applying ------------------------------------------------------------------------
-    def redact(self, text: str, path: str = "", families: set[str] | None = None
+    def redact(self, text: str, path: str = "", families: set[str] | None = None,
+               keyword_lines: list[tuple[int, str]] | None = None
                ) -> tuple[str, dict[str, int]]:
-        spans = self.spans(text, path, families)
+        spans = self.spans(text, path, families, keyword_lines)
         if not spans:
             return text, {}
         parts, counts, pos = [], {}, 0
@@ -368,25 +428,84 @@ class Redactor:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         live = live_mask(table).to_numpy(zero_copy_only=False)
-        content = table.column("content").to_pylist()
-        paths = table.column("path").to_pylist()
+        column = table.column("content")
         redactions: list = [None] * table.num_rows
-        changed = np.zeros(table.num_rows, dtype=bool)
-        cand = self.prefilter(table.column("content"))
+        cand = self.prefilter(column)
         fams = np.array(list(cand))
         hits = np.stack([cand[f] for f in fams], axis=1) if len(fams) else None
-        for i in np.flatnonzero(live & hits.any(axis=1)):
-            text, counts = self.redact(content[i] or "", paths[i] or "",
-                                       set(fams[hits[i]].tolist()))
+        rows = np.flatnonzero(live & hits.any(axis=1))
+        # only the rows a detector may fire on become Python strings
+        texts = column.take(pa.array(rows)).to_pylist()
+        paths = table.column("path").take(pa.array(rows)).to_pylist()
+        worded = cand["keyword"][rows]
+        lines = self.keyword_lines(column, rows[worded],
+                                   [t for t, w in zip(texts, worded) if w])
+        changed, new = np.zeros(table.num_rows, dtype=bool), []
+        for i, text, path in zip(rows.tolist(), texts, paths):
+            text, counts = self.redact(text or "", path or "", set(fams[hits[i]].tolist()),
+                                       lines.get(i, []))
             if counts:
-                content[i] = text
                 changed[i] = True
+                new.append(text)
                 redactions[i] = [{"kind": k, "count": c} for k, c in sorted(counts.items())]
-        if not changed.any():
-            return _with_redactions(table, redactions)
-        table = table.set_column(table.schema.get_field_index("content"), "content",
-                                 pa.array(content, table.schema.field("content").type))
+        if changed.any():
+            column = pc.replace_with_mask(column, pa.array(changed),
+                                          pa.array(new, column.type))
+            table = table.set_column(table.schema.get_field_index("content"), "content", column)
         return _with_redactions(table, redactions)
+
+
+@numba.njit(cache=True)
+def _keyword_line_bounds(data, offsets, rows, lits, lit_ends, first):
+    """Per row of ``rows``: the lines (character start and end, without the newline) that
+    hold a quote and either one of the words of :func:`_literal_tables` in any ASCII case
+    or a non-ASCII character."""
+    n = 0
+    cap = 1024
+    line_row = np.zeros(cap, dtype=np.int64)
+    starts = np.zeros(cap, dtype=np.int64)
+    ends = np.zeros(cap, dtype=np.int64)
+    for r in range(rows.shape[0]):
+        a, end = offsets[rows[r]], offsets[rows[r] + 1]
+        i, chars = a, 0
+        while i < end:  # one line from i
+            line_chars = chars
+            quote, word = False, False
+            while i < end and data[i] != 10:
+                c = data[i]
+                if c == 34 or c == 39:
+                    quote = True
+                elif c >= 0x80:
+                    word = True
+                elif not word and first[c, 1] > 0:
+                    for w in range(first[c, 0], first[c, 1]):
+                        lo = lit_ends[w - 1] if w > 0 else 0
+                        if i + lit_ends[w] - lo > end:
+                            continue
+                        same = True
+                        for k in range(1, lit_ends[w] - lo):
+                            b = data[i + k]
+                            if (b + 32 if 65 <= b <= 90 else b) != lits[lo + k]:
+                                same = False
+                                break
+                        if same:
+                            word = True
+                            break
+                if c & 0xC0 != 0x80:
+                    chars += 1
+                i += 1
+            if quote and word:
+                if n == cap:
+                    cap *= 2
+                    line_row = np.concatenate((line_row, np.zeros(cap - n, np.int64)))
+                    starts = np.concatenate((starts, np.zeros(cap - n, np.int64)))
+                    ends = np.concatenate((ends, np.zeros(cap - n, np.int64)))
+                line_row[n], starts[n], ends[n] = r, line_chars, chars
+                n += 1
+            if i < end:  # the newline
+                i += 1
+                chars += 1
+    return line_row[:n], starts[:n], ends[:n]
 
 
 def _re2(pattern: str) -> str:

@@ -336,3 +336,31 @@ def test_batch_decontamination_counts_equal_per_document_lookups(real_texts):
         assert got[k].tolist() == _plain_matches(
             d.index, hashes[offsets[k]:offsets[k + 1]]).tolist(), k
     assert (got.sum(axis=1) > 0).sum() >= 150  # most planted copies share shingles
+
+
+def test_batch_keyword_lines_give_the_per_text_findings(real_texts):
+    """The lines found for a whole batch in one compiled pass lead to the findings of the
+    per-text line search (str.lower and str.find), on real files with planted secrets and
+    on text whose non-ASCII characters lower-case to ASCII (the Kelvin sign, dotted I)."""
+    from benchmarks.cleaning import make_secret, render
+
+    rng = random.Random(11)
+    texts = []
+    for i, host in enumerate(real_texts[:300]):
+        kind = ["password", "api_key", "aws_secret", "github_token"][i % 4]
+        name, value = make_secret(kind, rng)
+        cut = rng.randrange(len(host) + 1)
+        texts.append(host[:cut] + "\n" + render("Python", name, value, kind) + "\n"
+                     + host[cut:])
+    texts += ['TO\u212aEN = "Zx81kQ0pLm2nBv7cXz9aQ"', 'credent\u0130al = "Zx81kQ0pLm2nBv7cXz9"',
+              'é\npassword = "hunter2hunter2"\n\u00fcber', "", "no quotes token here"]
+    r = pii.Redactor()
+    r.spans("x", "a.py")  # loads the detectors
+    rows = np.arange(len(texts))
+    lines = r.keyword_lines(pa.array(texts, pa.large_string()), rows, texts)
+    found = 0
+    for i, text in enumerate(texts):
+        plain = r._keyword_spans(text, "a.py")
+        assert r._keyword_spans(text, "a.py", lines.get(i, [])) == plain, i
+        found += bool(plain)
+    assert found >= 200
