@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import re
 
 import numba
@@ -192,14 +191,18 @@ def data_fractions(content: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> np.
 def _word_digit_tables() -> tuple[np.ndarray, np.ndarray]:
     """Per code point, whether Python's ``re`` counts it as ``\\w`` and as ``\\d``
     (Unicode classes of str patterns); surrogates are neither."""
+    return _re_class_table(r"\w+"), _re_class_table(r"\d+")
+
+
+@functools.lru_cache(maxsize=4)
+def _re_class_table(pattern: str) -> np.ndarray:
+    """Per code point, whether Python's ``re`` matches it with ``pattern`` (a class run)."""
     text = "".join(chr(c) if not 0xD800 <= c < 0xE000 else "\x00" for c in range(0x110000))
-    out = []
-    for pattern in (r"\w+", r"\d+"):
-        table = np.zeros(0x110000, dtype=np.bool_)
-        for m in re.finditer(pattern, text):
-            table[m.start():m.end()] = True
-        out.append(table)
-    return out[0], out[1]
+    table = np.zeros(0x110000, dtype=np.bool_)
+    for m in re.finditer(pattern, text):
+        table[m.start():m.end()] = True
+    table[0xD800:0xE000] = False
+    return table
 
 
 @numba.njit(cache=True, inline="always")
@@ -399,6 +402,133 @@ COMMENT_SYNTAX = {
 }
 
 
+#: language families of COMMENT_SYNTAX, as codes for :func:`_comment_chars`
+_FAMILIES = ("hash", "python", "c", "php", "sql", "css", "html")
+
+
+@numba.njit(cache=True, inline="always")
+def _find(data, i, end, a, b, c):
+    """Start of the first ``a b c`` (``c`` < 0: ``a b``) at or after ``i``, or -1."""
+    n = 2 if c < 0 else 3
+    while i + n <= end:
+        if data[i] == a and data[i + 1] == b and (c < 0 or data[i + 2] == c):
+            return i
+        i += 1
+    return -1
+
+
+@numba.njit(cache=True)
+def _comment_chars(data, offsets, rows, families, is_space, min_lines):
+    """Per row: (characters in comments, characters, non-blank lines up to ``min_lines``),
+    matching the family's :data:`_COMMENT_RE` left to right as ``finditer`` does
+    (``families``: indices into :data:`_FAMILIES`)."""
+    n = rows.shape[0]
+    comment = np.zeros(n, dtype=np.int64)
+    chars = np.zeros(n, dtype=np.int64)
+    lines = np.zeros(n, dtype=np.int64)
+    for r in range(n):
+        a, end = offsets[rows[r]], offsets[rows[r] + 1]
+        fam = families[r]
+        dotall = fam >= 2  # the c, php, sql, css and html patterns carry re.S
+        # characters and non-blank lines (a line with a character re's \S matches)
+        blank, count = True, 0
+        k = a
+        while k < end:
+            cp, nx = code_point(data, k, end)
+            chars[r] += 1
+            if cp == 10:
+                if not blank:
+                    count += 1
+                blank = True
+            elif not is_space[cp]:
+                blank = False
+            k = nx
+        if not blank:
+            count += 1
+        lines[r] = min(count, min_lines)
+        if lines[r] < min_lines:
+            continue
+        total = 0
+        i = a
+        while i < end:
+            c = data[i]
+            nxt = data[i + 1] if i + 1 < end else 0
+            stop, is_comment = -1, False
+            if ((c == 35 and fam <= 1) or (c == 35 and fam == 3 and nxt != 91)
+                    or (c == 47 and nxt == 47 and (fam == 2 or fam == 3))
+                    or (c == 45 and nxt == 45 and fam == 4)):  # a line comment
+                stop = i + 1
+                while stop < end and data[stop] != 10:
+                    stop += 1
+                is_comment = True
+            elif c == 47 and nxt == 42 and 2 <= fam <= 5:  # /* ... */
+                e = _find(data, i + 2, end, 42, 47, -1)
+                if e >= 0:
+                    stop, is_comment = e + 2, True
+            elif c == 60 and fam == 6:  # <!-- ... -->
+                if i + 3 < end and nxt == 33 and data[i + 2] == 45 and data[i + 3] == 45:
+                    e = _find(data, i + 4, end, 45, 45, 62)
+                    if e >= 0:
+                        stop, is_comment = e + 3, True
+            elif (c == 34 or c == 39) and fam == 1 and nxt == c and i + 2 < end \
+                    and data[i + 2] == c:  # a docstring, when it closes
+                e = _find(data, i + 3, end, c, c, c)
+                if e >= 0:
+                    stop, is_comment = e + 3, True
+            if stop < 0 and (c == 34 or c == 39) and fam != 6:  # a string: skipped
+                j = i + 1
+                while j < end:
+                    ch = data[j]
+                    if ch == c:
+                        stop = j + 1
+                        break
+                    if ch == 10:
+                        break
+                    if ch == 92:
+                        if j + 1 >= end or (data[j + 1] == 10 and not dotall):
+                            break
+                        _, j = code_point(data, j + 1, end)
+                    else:
+                        j += 1
+            if stop < 0 and c == 96 and fam == 2:  # a backtick string: skipped
+                e = i + 1
+                while e < end and data[e] != 96:
+                    e += 1
+                if e < end:
+                    stop = e + 1
+            if stop < 0:
+                i += 1  # every alternative starts with an ASCII character
+                continue
+            if is_comment:
+                for k in range(i, stop):
+                    if data[k] & 0xC0 != 0x80:
+                        total += 1
+            i = stop
+        comment[r] = total
+    return comment, chars, lines
+
+
+def comment_fractions(content: pa.Array | pa.ChunkedArray, rows: np.ndarray,
+                      langs: list[str], min_lines: int) -> tuple[np.ndarray, np.ndarray]:
+    """(:func:`comment_fraction`, non-blank lines up to ``min_lines``) of the texts at
+    ``rows`` (languages ``langs``, each in :data:`COMMENT_SYNTAX`), in one compiled pass
+    over the batch's content buffer; a fraction is left at 0 where the line count is
+    short of ``min_lines``, and is NaN for an empty text."""
+    from operators.minhash import content_buffers
+
+    rows = np.asarray(rows, dtype=np.int64)
+    if not len(rows):
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    if isinstance(content, pa.ChunkedArray):
+        content = content.combine_chunks()
+    data, offsets = content_buffers(content)
+    families = np.array([_FAMILIES.index(COMMENT_SYNTAX[lang]) for lang in langs],
+                        dtype=np.int64)
+    found, chars, lines = _comment_chars(data, offsets, rows, families,
+                                         _re_class_table(r"\s+"), min_lines)
+    return np.where(chars > 0, found / np.maximum(chars, 1), np.nan), lines
+
+
 def comment_fraction(text: str, lang: str) -> float | None:
     """Characters in comments (Python: and docstrings) over all characters; None for a
     language without a known comment syntax."""
@@ -427,18 +557,15 @@ class CommentRatioFilter:
             raise ValueError("need 0 <= min_ratio < max_ratio <= 1")
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        content, langs = table.column("content"), table.column("lang")
-        hit, ratios = [], []
-        for i in _live_rows(table, tuple(COMMENT_SYNTAX)):
-            text = content[int(i)].as_py()
-            if sum(1 for _ in itertools.islice(_NONBLANK_LINE.finditer(text),
-                                               self.min_lines)) < self.min_lines:
-                continue
-            r = comment_fraction(text, langs[int(i)].as_py())
-            if r is not None and not self.min_ratio <= r <= self.max_ratio:
-                hit.append(int(i))
-                ratios.append(round(r, 4))
-        return _mark(table, hit, ratios, "comment_ratio")
+        rows = _live_rows(table, tuple(COMMENT_SYNTAX))
+        content = table.column("content")
+        rows = rows[pc.is_valid(content.take(pa.array(rows))).to_numpy(
+            zero_copy_only=False)] if len(rows) else rows
+        langs = table.column("lang").take(pa.array(rows)).to_pylist()
+        ratio, lines = comment_fractions(content, rows, langs, self.min_lines)
+        hit = (lines >= self.min_lines) & ((ratio < self.min_ratio) | (ratio > self.max_ratio))
+        return _mark(table, rows[hit].tolist(), np.round(ratio[hit], 4).tolist(),
+                     "comment_ratio")
 
 
 @dataclasses.dataclass

@@ -178,13 +178,23 @@ def _plain_comment_fraction(text, lang):
 def test_comment_fraction_and_line_count_equal_the_plain_forms(real_texts):
     fuzz = _fuzz(["#", "//", "/*", "*/", '"', "'", '"""', "'''", "\\", "\n", " ", "x", "--",
                   "<!--", "-->", "`", "#[", "\t", "\xa0", "\x1c", "\r"], 6000, 40, 3)
+    fuzz += _fuzz(["#", "//", "/*", "*/", '"', "'", '"""', "'''", "\\", "\n", "x", "--",
+                   "<!--", "-->", "`", "#[", "\xe9", "\u4e2d", "\\\n", "/", "*", "<", "!",
+                   "\u2028", "\x85"], 4000, 80, 8)
     langs = sorted(set(code_filters.COMMENT_SYNTAX))
     rng = random.Random(4)
-    for text in real_texts + fuzz:
-        lang = "Python" if text in real_texts[:1] else rng.choice(langs)
-        assert code_filters.comment_fraction(text, lang) == _plain_comment_fraction(text, lang)
-        assert sum(1 for _ in code_filters._NONBLANK_LINE.finditer(text)) == sum(
-            1 for x in text.split("\n") if x.strip())
+    texts = real_texts + fuzz
+    chosen = ["Python" if text in real_texts[:1] else rng.choice(langs) for text in texts]
+    compiled, lines = code_filters.comment_fractions(pa.array(texts, pa.large_string()),
+                                                      np.arange(len(texts)), chosen, 3)
+    for text, lang, fast, n in zip(texts, chosen, compiled.tolist(), lines.tolist()):
+        plain = _plain_comment_fraction(text, lang)
+        assert code_filters.comment_fraction(text, lang) == plain
+        blank = sum(1 for x in text.split("\n") if x.strip())
+        assert sum(1 for _ in code_filters._NONBLANK_LINE.finditer(text)) == blank
+        assert n == min(blank, 3)
+        if n == 3:  # the compiled pass measures the texts with enough lines
+            assert fast == plain, (lang, text[:200])
     for text in real_texts[:100]:
         assert code_filters.comment_fraction(text, "Python") == _plain_comment_fraction(
             text, "Python")
