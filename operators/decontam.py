@@ -237,7 +237,7 @@ class DecontamIndex:
     def matches(self, doc_hashes: np.ndarray) -> np.ndarray:
         """Per item, how many of its distinct shingles occur in one document."""
         counts = np.zeros(len(self.labels), dtype=np.int64)
-        docs, items, n = self.batch_matches(doc_hashes, np.array([0, len(doc_hashes)]))
+        _, items, n = self.batch_matches(doc_hashes, np.array([0, len(doc_hashes)]))
         counts[items] = n
         return counts
 

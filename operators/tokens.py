@@ -211,23 +211,24 @@ class ByteLevelCounter:
     def count_array(self, content: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Token counts of a string array in one compiled pass over its buffer
         (:mod:`operators.token_kernel`); -1 for the texts that go to the tokenizer
-        instead: nulls and texts that hold an added token."""
+        instead (those that hold an added token); 0 for nulls."""
         from operators.minhash import content_buffers
         from operators.token_kernel import PieceTable
 
         if isinstance(content, pa.ChunkedArray):
             content = content.combine_chunks()
-        use = pc.is_valid(content)
+        valid = pc.is_valid(content)
+        use = valid
         if self.added:
             use = pc.and_(use, pc.invert(pc.fill_null(_holds_any(content, self.added), False)))
-        use = use.to_numpy(zero_copy_only=False)
+        use, valid = (a.to_numpy(zero_copy_only=False) for a in (use, valid))
         if not use.any():
-            return np.full(len(content), -1, dtype=np.int64)
+            return np.where(valid, -1, 0).astype(np.int64)
         if self.table is None:
             self.table = PieceTable(slots=2 * _pow2_at_least(self.max_cache))
         data, offsets = content_buffers(content)
         counts = self.table.count(data, offsets, use, self.digits, self._length_of_bytes)
-        counts[~use] = -1
+        counts[~use & valid] = -1
         return counts
 
     def count(self, text: str) -> int | None:
@@ -280,15 +281,16 @@ def count_tokens(texts: list[str], spec: str) -> list[int]:
 
 
 def count_tokens_array(content: pa.Array | pa.ChunkedArray, spec: str) -> np.ndarray:
-    """Number of tokens of each text of a string array (no special tokens added): the
-    compiled pass for what it covers, the per-text counter or the tokenizer for the rest."""
+    """Number of tokens of each text of a string array (no special tokens added; 0 for a
+    null): the compiled pass for what it covers, the tokenizer for the rest."""
     fast = byte_level_counter(spec)
     if isinstance(content, pa.ChunkedArray):
         content = content.combine_chunks()
     if fast is not None:
         counts = fast.count_array(content)
     else:
-        counts = np.full(len(content), -1, dtype=np.int64)
+        counts = np.where(pc.is_valid(content).to_numpy(zero_copy_only=False), -1,
+                          0).astype(np.int64)
     rest = (counts < 0).nonzero()[0]
     if len(rest):
         counts[rest] = _count_texts(content.take(rest).to_pylist(), spec, fast)
@@ -322,7 +324,7 @@ class TokenCounter:
         counts = table.column("n_tokens").to_pylist()
         idx = live.nonzero()[0]
         content = table.column("content").take(idx).combine_chunks()
-        sizes = pc.binary_length(content).to_numpy(zero_copy_only=False)
+        sizes = pc.fill_null(pc.binary_length(content), 0).to_numpy(zero_copy_only=False)
         # count in slices bounded by bytes, so one call (and a tokenizer fallback within
         # it) never holds a huge batch
         start = 0

@@ -105,6 +105,9 @@ def test_unsupported_tokenizers_are_encoded():
     assert ByteLevelCounter.from_tokenizer(Tokenizer.from_str(json.dumps(d))) is None
     assert ByteLevelCounter.from_tokenizer(load_tokenizer("packaged:minilm")) is None
     assert count_tokens(["hello world"], "packaged:minilm") == [2]
+    # a null counts 0 on every path
+    assert count_tokens(["hello world", None], "packaged:minilm") == [2, 0]
+    assert count_tokens(["a b", None, "x<|im_start|>y"], TOK) == [2, 0, 3]
 
 
 def test_counter_cache_is_bounded():
