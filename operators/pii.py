@@ -230,19 +230,23 @@ class Redactor:
         self._token_prefilters = [("(?i)" if rx.flags & re.I else "") + _re2(rx.pattern)
                                   for rx in [r for _, r in self._tokens] + [self._aws_secret]]
         patterns = [*_PREFILTER.items()] + [("tokens", p) for p in self._token_prefilters]
-        self._prefilter_groups = [
-            [(f, p) for f, p in patterns if p.startswith("(?i)") == insensitive]
-            for insensitive in (False, True)]
+        # per case group: (family, one alternation of the family's patterns in the group)
+        self._prefilter_groups = []
+        for insensitive in (False, True):
+            group = [(f, p) for f, p in patterns if p.startswith("(?i)") == insensitive]
+            families = list(dict.fromkeys(f for f, _ in group))
+            self._prefilter_groups.append([
+                (f, "|".join(_re2_group(p) for g, p in group if g == f)) for f in families])
 
     # -- detectors: (start, end, kind) spans ------------------------------------------
     def prefilter(self, content: pa.Array) -> dict[str, np.ndarray]:
         """Per detector family, which rows can hold a finding (RE2 over the batch).
 
-        Each family's patterns run only on the rows that one alternation of all of them
-        matched: the case-sensitive patterns together, then the case-insensitive ones
-        (together, all of them compile to a slow DFA). A row matches an alternation
-        exactly when it matches one of its patterns, so the masks are those of running
-        every pattern on every row, in far fewer passes over the batch."""
+        One alternation of all the case-sensitive patterns, then one of the
+        case-insensitive ones (together, all of them compile to a slow DFA), picks the rows
+        any may match; on those rows, one alternation per family. A row matches an
+        alternation exactly when it matches one of its patterns, so the masks are those of
+        running every pattern on every row, in far fewer passes over the batch."""
 
         def match(rows: pa.Array, pattern: str) -> np.ndarray:
             return pc.fill_null(pc.match_substring_regex(rows, pattern),
@@ -251,8 +255,11 @@ class Redactor:
         out = {family: np.zeros(len(content), dtype=bool)
                for family in [*_PREFILTER, "tokens"]}
         for group in self._prefilter_groups:
-            rows = match(content, "|".join(_re2_group(p) for _, p in group)).nonzero()[0]
+            rows = match(content, "|".join(p for _, p in group)).nonzero()[0]
             if not len(rows):
+                continue
+            if len(group) == 1:
+                out[group[0][0]][rows] = True
                 continue
             some = content.take(pa.array(rows))
             for family, pattern in group:
