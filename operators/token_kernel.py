@@ -59,6 +59,15 @@ def _fnv(data, s, e):
     return h
 
 
+@numba.njit(cache=True, inline="always")
+def _equal(a, a_start, b, b_start, n):
+    """Whether ``a[a_start:a_start + n]`` and ``b[b_start:b_start + n]`` hold the same bytes."""
+    for k in range(n):
+        if a[a_start + k] != b[b_start + k]:
+            return False
+    return True
+
+
 @numba.njit(cache=True)
 def _slot(data, s, e, h, keys, vals, poff, plen, arena):
     """The slot holding piece ``data[s:e]`` (hash ``h``), or the empty slot where it goes."""
@@ -66,15 +75,8 @@ def _slot(data, s, e, h, keys, vals, poff, plen, arena):
     i = h & mask
     n = e - s
     while vals[i] >= 0:
-        if keys[i] == h and plen[i] == n:
-            o = poff[i]
-            same = True
-            for k in range(n):
-                if arena[o + k] != data[s + k]:
-                    same = False
-                    break
-            if same:
-                return i
+        if keys[i] == h and plen[i] == n and _equal(arena, poff[i], data, s, n):
+            return i
         i = (i + np.uint64(1)) & mask
     return i
 
@@ -166,6 +168,18 @@ def _char(data, i, end, cls):
     return cls[cp], nx
 
 
+@numba.njit(cache=True, inline="always")
+def _run(data, j, end, cls, k, last):
+    """(start of the run's last character, the run's end) for the characters of class
+    ``k`` from ``j``; ``last``: where the run's last character starts if none follow."""
+    while j < end:
+        k2, nx = _char(data, j, end, cls)
+        if k2 != k:
+            break
+        last, j = j, nx
+    return last, j
+
+
 @numba.njit(cache=True)
 def count_pieces(data, offsets, use, digits, cls, keys, vals, poff, plen, arena, counts,
                  miss, first):
@@ -202,13 +216,8 @@ def count_pieces(data, offsets, use, digits, cls, keys, vals, poff, plen, arena,
             while i < part_end:
                 k, nx = _char(data, i, part_end, cls)
                 start = i
-                if k == 3:
-                    last, j = i, nx  # the last whitespace character, the run's end
-                    while j < part_end:
-                        k2, nx2 = _char(data, j, part_end, cls)
-                        if k2 != 3:
-                            break
-                        last, j = j, nx2
+                if k == 3:  # the last whitespace character, the run's end
+                    last, j = _run(data, nx, part_end, cls, 3, i)
                     if j == part_end:  # trailing whitespace: one piece
                         total, n_miss = _piece(data, i, j, d, total, n_miss, keys, vals,
                                                poff, plen, arena, miss)
@@ -240,12 +249,7 @@ def count_pieces(data, offsets, use, digits, cls, keys, vals, poff, plen, arena,
                             return d, mark
                         i += 1 + m
                         continue
-                j = nx
-                while j < part_end:
-                    k2, nx2 = _char(data, j, part_end, cls)
-                    if k2 != k:
-                        break
-                    j = nx2
+                _, j = _run(data, nx, part_end, cls, k, i)
                 total, n_miss = _piece(data, start, j, d, total, n_miss, keys, vals, poff,
                                        plen, arena, miss)
                 if n_miss < 0:
@@ -334,13 +338,8 @@ def differs(data, starts, ends, ref_starts, ref_ends):
     out = np.zeros(starts.shape[0], dtype=np.bool_)
     for i in range(starts.shape[0]):
         n = ends[i] - starts[i]
-        if n != ref_ends[i] - ref_starts[i]:
-            out[i] = True
-            continue
-        for k in range(n):
-            if data[starts[i] + k] != data[ref_starts[i] + k]:
-                out[i] = True
-                break
+        out[i] = n != ref_ends[i] - ref_starts[i] or not _equal(data, starts[i], data,
+                                                               ref_starts[i], n)
     return out
 
 
