@@ -83,6 +83,11 @@ def mixture_lines(mix: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["plan"]:  # arctic-curate plan --input URI ...: predicts, runs nothing
+        from flows.plan import main as plan_main
+
+        return plan_main(argv[1:])
     args = parse_args(argv)
     try:
         settings = load_settings(args.config, {
@@ -118,7 +123,14 @@ def main(argv=None) -> int:
     run.log(f"input {input_uri} → output {settings.output}; phases {','.join(settings.phases)}")
     sections = {}
     if "1" in settings.phases:
+        from flows.plan import plan_for_run
         from operators.io import UnreadableInput
+
+        try:  # what the run should take, set against what it took in the report
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            sections["plan"] = plan_for_run(settings, input_uri, cpus)
+        except Exception as exc:  # a plan is advice: its failure never stops a run
+            run.log(f"plan: not made ({type(exc).__name__}: {exc})")
 
         try:
             run_phase1(run)
@@ -151,7 +163,7 @@ def main(argv=None) -> int:
 
         earlier = json.loads(storage.read_bytes(run.fs, run.path("manifest.json")))
         sections = {k: v for k, v in earlier.items()
-                    if k.startswith("phase") or k == "mixture"} | sections
+                    if k.startswith("phase") or k in ("mixture", "plan")} | sections
     manifest = write_manifest(run, sections)
     from flows.report import write_report
 

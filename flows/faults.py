@@ -12,7 +12,15 @@ exception for Ray to catch. Ray sees a dead worker and retries its task. Points:
 - ``shuffle``: inside the reduce side of a hash-partitioned shuffle (exact and near dedup,
   connected components, the ledger join), after the shuffle delivered the partition.
 
-Without the variable this is one dictionary lookup.
+``ARCTIC_HOLD=DIR`` (the node-loss tests, on a multi-node cluster): a test *arms* a point
+by creating the file ``DIR/<point>``; the first worker that reaches the point afterwards
+claims it (an atomic rename, so exactly one worker per arming), writes its Ray node id to
+``DIR/<point>.node`` and waits there (up to ``hold_s``, 300 s) while the test kills that
+node. The task is then in flight on the node that dies, wherever the scheduler put it.
+Points besides the three above: ``score`` (a phase-2 annotator actor's batch), ``generate``
+(a phase-3 rewriter actor's batch), ``mixture`` (a mixture shard's write).
+
+Without the variables this is two dictionary lookups.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import os
 
 ENV = "ARCTIC_FAULTS"
+HOLD_ENV = "ARCTIC_HOLD"
 
 
 def _parse(spec: str) -> tuple[str, dict[str, int]]:
@@ -32,7 +41,10 @@ def _parse(spec: str) -> tuple[str, dict[str, int]]:
     return directory, counts
 
 
-def maybe_die(point: str) -> None:
+def maybe_die(point: str, hold_s: float = 300.0) -> None:
+    held = os.environ.get(HOLD_ENV)
+    if held:
+        _maybe_hold(held, point, hold_s)
     spec = os.environ.get(ENV)
     if not spec:
         return
@@ -46,6 +58,26 @@ def maybe_die(point: str) -> None:
         os.write(fd, f"{os.getpid()}\n".encode())
         os.close(fd)
         os._exit(137)  # as SIGKILL would leave it: no cleanup, no exception
+
+
+def _maybe_hold(directory: str, point: str, hold_s: float) -> None:
+    armed = os.path.join(directory, point)
+    try:
+        os.rename(armed, f"{armed}.claimed")  # one winner per arming
+    except FileNotFoundError:
+        return
+    import time
+
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    tmp = f"{armed}.node.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(node)
+    os.replace(tmp, f"{armed}.node")
+    deadline = time.time() + hold_s
+    while time.time() < deadline:  # the test kills this node meanwhile
+        time.sleep(0.2)
 
 
 def deaths(directory: str) -> dict[str, int]:

@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     import pyarrow.fs as pafs
 
     from flows.manifest import grouped_sums
-    from flows.runtime import init_ray
+    from flows.runtime import actor_resources, init_ray
     from flows.settings import SettingsError, load_settings
     from operators.llm import VLLMGenerator
     from operators.synth import load_templates
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     answers = requests.map_batches(
         VLLMGenerator, batch_size=p3.batch_requests, batch_format="pyarrow",
         fn_constructor_kwargs={"engine": p3.engine, "s3": settings.s3}, compute=pool,
-        num_cpus=p3.cpus_per_actor, num_gpus=p3.gpus_per_actor)
+        **actor_resources(p3.cpus_per_actor, p3.gpus_per_actor, p3.resources))
     out_fs, out_root = storage.resolve(args.out, settings.s3)
     storage.remove_dir(out_fs, out_root)
     storage.ensure_dir(out_fs, out_root)

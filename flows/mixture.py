@@ -20,6 +20,7 @@ import ray
 import ray.data
 
 from flows.manifest import grouped_sums
+from flows.faults import maybe_die
 from flows.runtime import Run
 from operators import storage
 from operators.mixture import (breakdown, expand, merge_breakdowns, plan_phase, sha256,
@@ -71,6 +72,7 @@ def bytes_per_token(run: Run, rel: str, tokens: int) -> float:
 
 def _write_shard(group: pa.Table, *, fs, root: str, phase: int, n_shards: int,
                  row_group_bytes: int, compression: str, level: int) -> pa.Table:
+    maybe_die("mixture")
     shard = int(group.column("_shard")[0].as_py())
     data, rows = shard_bytes(group, row_group_bytes, compression, level)
     rel = shard_name(phase, shard, n_shards)

@@ -133,6 +133,7 @@ def near_dedup(run: Run, live_rows: int, source: str = "_work/clean",
     nodes = run.read(source, columns=["id", "license", "stars", "lsh_bands"], live=True)
     bands_rows = nodes.map_batches(cc.explode_bands, batch_format="pyarrow")
     n_parts = partition_count(live_rows * bands, s.rows_per_partition)
+    run.log(f"{stage}: {n_parts} partition(s) of band rows")
     edges = partitioned(bands_rows, ["band", "hash"], n_parts, cc.bucket_edges)
     edges = partitioned(edges, ["u", "v"], n_parts, cc.distinct_edges).materialize()
     prev = _checksum(edges)

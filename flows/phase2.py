@@ -22,7 +22,8 @@ import ray
 import ray.data
 
 from flows.manifest import grouped_sums
-from flows.runtime import Run
+from flows.faults import maybe_die
+from flows.runtime import Run, actor_resources
 from flows.shuffle import anti_join, partition_count
 from operators import storage
 from operators.annotate import QualityHead, QualityScorer
@@ -32,6 +33,14 @@ from operators.select import (histogram, language_budgets, merge_histograms, sel
                               thresholds)
 
 FILE_COLS = ["id", "content", "path", "n_tokens", "lang", "repo", "source"]
+
+
+class Scorer(QualityScorer):
+    """The annotator on the pool, with the ``score`` fault point of the node-loss tests."""
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        maybe_die("score")
+        return super().__call__(table)
 
 
 def load_head(run: Run) -> QualityHead:
@@ -64,13 +73,14 @@ def score(run: Run) -> dict:
     run.log(f"score: head {p2.head} ({head.mode}, encoder {head.encoder}, "
             f"chunk {head.chunk}); {p2.actors} actor(s)")
     t = time.time()
+    # device "auto": CUDA where the actor's GPU is a real one; a logical GPU without CUDA
+    # (a test cluster, a driver/toolkit mismatch) falls back to the CPU
     scored = phase1_files(run).map_batches(
-        QualityScorer, batch_size=p2.batch_files, batch_format="pyarrow",
+        Scorer, batch_size=p2.batch_files, batch_format="pyarrow",
         fn_constructor_kwargs={"head": head, "batch_tokens": p2.batch_tokens,
-                               "device": "cuda" if p2.gpus_per_actor else "cpu",
-                               "threads": p2.threads},
+                               "device": "auto", "threads": p2.threads},
         compute=ray.data.ActorPoolStrategy(size=p2.actors),
-        num_cpus=p2.cpus_per_actor, num_gpus=p2.gpus_per_actor)
+        **actor_resources(p2.cpus_per_actor, p2.gpus_per_actor, p2.resources))
     run.write(scored, "_work/scored")
     files = run.read("_work/scored", columns=["id"]).count()
     seconds = time.time() - t

@@ -37,7 +37,8 @@ import ray.data
 from flows.manifest import grouped_sums
 from flows.near_dedup import near_dedup
 from flows.phase2 import FILE_COLS, MissingPhaseInput
-from flows.runtime import Run
+from flows.faults import maybe_die
+from flows.runtime import Run, actor_resources
 from flows.shuffle import anti_join, partition_count, partitioned
 from operators.dedup import ContentHasher, choose_representatives
 from operators.llm import VLLMGenerator
@@ -56,6 +57,14 @@ PHASE3_SCHEMA = pa.schema(list(DOC_SCHEMA) + [f for f in SYNTH_FIELDS])
 
 def _apply(t: pa.Table, op) -> pa.Table:
     return op(t)
+
+
+class Generator(VLLMGenerator):
+    """The rewriter on the pool, with the ``generate`` fault point of the node-loss tests."""
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        maybe_die("generate")
+        return super().__call__(table)
 
 
 def _prepare_seeds(t: pa.Table, ops: list) -> pa.Table:
@@ -178,9 +187,9 @@ def generate_wave(run: Run, wave: int, plan: dict[str, int], seed_files: dict[st
                                     batch_format="pyarrow")
     pool = ray.data.ActorPoolStrategy(min_size=p3.actors, max_size=p3.max_actors or p3.actors)
     answers = requests.map_batches(
-        VLLMGenerator, batch_size=p3.batch_requests, batch_format="pyarrow",
+        Generator, batch_size=p3.batch_requests, batch_format="pyarrow",
         fn_constructor_kwargs={"engine": p3.engine, "s3": s.s3}, compute=pool,
-        num_cpus=p3.cpus_per_actor, num_gpus=p3.gpus_per_actor)
+        **actor_resources(p3.cpus_per_actor, p3.gpus_per_actor, p3.resources))
     checked = answers.map_batches(_apply, fn_kwargs={"op": build_validator(run)},
                                   batch_format="pyarrow")
     t = time.time()

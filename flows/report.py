@@ -261,6 +261,28 @@ def mixture_language_table(m: dict) -> tuple[list[str], list[list]]:
     return head, rows
 
 
+def plan_table(m: dict) -> tuple[list[str], list[list]]:
+    """The plan made before the run (flows/plan.py) against the stage times it measured."""
+    plan = (m.get("plan") or {}).get("phases") or {}
+    st = m.get("stage_seconds") or {}
+    rows = []
+
+    def row(name, planned, actual):
+        rows.append([name, f"{planned:.1f}", "-" if actual is None else f"{actual:.1f}",
+                     "-" if not actual else f"{planned / actual:.2f}"])
+
+    p1 = plan.get("1")
+    if p1:
+        for stage, planned in p1["stage_s"].items():
+            row(stage, planned, (st.get(stage) or {}).get("seconds"))
+        got = [(st.get(s) or {}).get("seconds") for s in p1["stage_s"]]
+        row("phase 1", p1["wall_s"], sum(got) if None not in got else None)
+    p2 = plan.get("2")
+    if p2 and "score" in st:
+        row("phase 2 scoring (assumed GPU rate)", p2["wall_s"], st["score"].get("seconds"))
+    return ["stage", "planned s", "actual s", "planned / actual"], rows
+
+
 def tables(m: dict) -> list[tuple[str, list[str], list[list]]]:
     out = [("Phase-1 funnel", *funnel_table(m)),
            ("Removal reasons", ["stage", "reason", "rows", "tokens"],
@@ -268,7 +290,8 @@ def tables(m: dict) -> list[tuple[str, list[str], list[list]]]:
            ("Budgets", ["phase", "language", "budget", "selected"],
             [list(r) for r in budget_rows(m)]),
            ("Mixture", *mixture_table(m)),
-           ("Mixture by language", *mixture_language_table(m))]
+           ("Mixture by language", *mixture_language_table(m)),
+           ("Plan against the run", *plan_table(m))]
     return [t for t in out if t[2]]
 
 

@@ -29,6 +29,10 @@ TRANSIENT_S3_ERRORS = ["AWS Error INTERNAL_FAILURE", "AWS Error NETWORK_CONNECTI
                        "Failed to flush response stream", "Connection reset"]
 
 
+#: shuffle strategies whose state lives in actors that Ray does not restart on node loss
+UNSAFE_SHUFFLES = ("hash_shuffle",)
+
+
 #: Set in every worker process. Arrow allocates through mimalloc, which keeps freed pages
 #: until a later allocation or free in the same thread gets round to purging them; a worker
 #: that streams many files then holds far more than one task needs (a grouping reader grew
@@ -100,6 +104,12 @@ class Run:
         ctx.retried_map_errors = list(dict.fromkeys(list(ctx.retried_io_errors)
                                                     + TRANSIENT_S3_ERRORS))
         ctx.max_map_retries = settings.ray.map_retries
+        if settings.ray.shuffle_strategy in UNSAFE_SHUFFLES:
+            self.log(f"WARNING: ray.shuffle_strategy {settings.ray.shuffle_strategy} does not "
+                     "survive the loss of a node: its aggregator actors are not restarted, so "
+                     "the run fails (or, on small nodes, hangs) when a node holding one dies. "
+                     "sort_shuffle_pull_based (the default) and shuffle_v2 recompute what a "
+                     "lost node held.")
 
     # -- logging ---------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -185,6 +195,17 @@ class Run:
              "info": info, "finished_unix": round(time.time(), 3),
              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode())
         self.log(f"{name}: done in {self.timings[name]:.1f}s")
+
+
+def actor_resources(cpus: float, gpus: float, resources: dict | None) -> dict:
+    """``map_batches`` keyword arguments for an actor pool's resources. On a cluster the GPU
+    stages also ask for their node group's custom resource (``annotator_gpu``,
+    ``rewriter_gpu`` in ``cluster/aws.yaml``), which no CPU group offers; the GPU groups
+    offer no CPU, so nothing else is placed on them or scales them up."""
+    kwargs = {"num_cpus": cpus, "num_gpus": gpus}
+    if resources:
+        kwargs["resources"] = dict(resources)
+    return kwargs
 
 
 def release_memory() -> None:

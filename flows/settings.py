@@ -39,7 +39,9 @@ class RaySettings:
     #: Ray Data's shuffle for the partitioned steps (dedup, components, grouping), one of
     #: sort_shuffle_pull_based, sort_shuffle_push_based, hash_shuffle, shuffle_v2. The
     #: task-based sort shuffle has the least fixed cost per shuffle (no aggregator actors
-    #: to start), which matters for the many small shuffles of the component rounds.
+    #: to start), which matters for the many small shuffles of the component rounds, and it
+    #: survives the loss of a node (tests/test_multinode.py); hash_shuffle does not (its
+    #: aggregator actors are not restarted: the run fails or hangs), and the run warns.
     shuffle_strategy: str = "sort_shuffle_pull_based"
     #: retries of a stage task that failed on a transient S3 error (a response cut
     #: mid-stream, throttling); the task replays its input deterministically
@@ -286,6 +288,16 @@ class Phase1Settings:
             raise SettingsError("phase1.languages must name at least one language")
 
 
+def check_resources(resources: dict, where: str) -> None:
+    """Custom Ray resources: names to non-negative numbers; CPUs and GPUs have their own
+    settings."""
+    for name, value in resources.items():
+        if name in ("CPU", "GPU", "memory", "object_store_memory"):
+            raise SettingsError(f"{where}.{name}: set it with cpus_per_actor / gpus_per_actor")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise SettingsError(f"{where}.{name}: expected a number >= 0, got {value!r}")
+
+
 @dataclasses.dataclass
 class Phase2Settings:
     """Phase 2: score every phase-1 file with the annotator, keep the top files per
@@ -309,6 +321,9 @@ class Phase2Settings:
     gpus_per_actor: float = 0.0
     batch_files: int = 64
     batch_tokens: int = 16384
+    #: custom Ray resources each actor asks for besides CPUs and GPUs: on a cluster the
+    #: annotator node group's (``{annotator_gpu: 1}``), so the pool lands there only
+    resources: dict = dataclasses.field(default_factory=dict)
     #: torch threads per CPU actor (None: one per CPU the actor holds, Ray's default); on a
     #: small machine a 1-CPU actor may use more threads while the reads upstream are idle
     threads: int | None = None
@@ -324,6 +339,7 @@ class Phase2Settings:
             raise SettingsError("phase2: epochs, passes and actors >= 1, bins >= 2")
         if self.cpus_per_actor < 0 or self.gpus_per_actor < 0 or self.batch_files < 1:
             raise SettingsError("phase2: actor resources >= 0 and batch_files >= 1")
+        check_resources(self.resources, "phase2.resources")
 
 
 @dataclasses.dataclass
@@ -347,6 +363,8 @@ class Phase3Settings:
     max_actors: int | None = None
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
+    #: custom Ray resources per actor (on a cluster the rewriter group's ``rewriter_gpu``)
+    resources: dict = dataclasses.field(default_factory=dict)
     batch_requests: int = 64
     #: prompt templates: id → weight (packaged: oss_instruct, summarise, generate,
     #: translate, repair); a folder of *.yaml templates adds or replaces them
@@ -394,6 +412,7 @@ class Phase3Settings:
             raise SettingsError("phase3.actors >= 1 and max_actors >= actors")
         if self.cpus_per_actor < 0 or self.gpus_per_actor < 0 or self.batch_requests < 1:
             raise SettingsError("phase3: actor resources >= 0 and batch_requests >= 1")
+        check_resources(self.resources, "phase3.resources")
         if self.max_waves < 1 or self.overshoot < 1 or not (
                 1 <= self.min_requests_per_wave <= self.max_requests_per_wave):
             raise SettingsError("phase3: max_waves >= 1, overshoot >= 1, "

@@ -103,7 +103,7 @@ def embed(ds, encoder: str, actors: int, gpus: float, cpus: float, chunk: int):
 
     out = ds.map_batches(
         ChunkEmbedder, batch_size=32, batch_format="pyarrow",
-        fn_constructor_kwargs={"spec": encoder, "device": "cuda" if gpus else "cpu",
+        fn_constructor_kwargs={"spec": encoder, "device": "auto",
                                "chunk": chunk, "threads": max(1, int(cpus))},
         compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus, num_cpus=cpus)
     docs, labels, rows = [], [], []

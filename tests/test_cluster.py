@@ -75,6 +75,31 @@ def test_kuberay_manifests_match_the_flow_and_the_autoscaler_groups():
     assert workers["gpu-rewriter"]["maxReplicas"] >= (settings.phase3.max_actors or 1)
 
 
+def test_gpu_groups_take_only_their_stage():
+    """The GPU groups offer no CPU and a resource only their stage's pool asks for, in the
+    autoscaler YAML and the KubeRay groups alike; the flow's cluster config asks for it."""
+    import json
+
+    settings = load_settings(ROOT / "flows/configs/cluster.yaml")
+    types = _load("cluster/aws.yaml")["available_node_types"]
+    workers = {g["groupName"]: g for g in
+               _load("cluster/kuberay/raycluster.yaml")["spec"]["workerGroupSpecs"]}
+    for group, phase in (("gpu_annotator", settings.phase2), ("gpu_rewriter", settings.phase3)):
+        res = types[group]["resources"]
+        assert res["CPU"] == 0 and phase.cpus_per_actor == 0
+        assert res["GPU"] >= phase.gpus_per_actor > 0
+        custom = {k: v for k, v in res.items() if k not in ("CPU", "GPU")}
+        assert phase.resources and set(phase.resources) == set(custom)
+        assert all(custom[k] >= v for k, v in phase.resources.items())
+        params = workers[GROUPS[group]]["rayStartParams"]
+        assert params["num-cpus"] == "0"
+        assert json.loads(json.loads(params["resources"])) == custom
+    # the two pools never share a resource, and no CPU group offers either
+    assert not set(settings.phase2.resources) & set(settings.phase3.resources)
+    assert set(types["cpu_worker"]["resources"]) == {"CPU"}
+    assert "resources" not in workers["cpu-worker"]["rayStartParams"]
+
+
 def test_runtime_env_and_readme_commands():
     env = _load("cluster/runtime_env.yaml")
     assert env["working_dir"] == "." and "out/" in env["excludes"]
