@@ -132,8 +132,12 @@ def main(argv=None) -> int:
     gcs, dash = _port(), _port()
     scaler = tmp / "autoscaler.yaml"
     scaler.write_text(yaml.safe_dump(fake_config(gcs)))
+    from multinode import LOOPBACK_ENV
+
+    # loopback only: the head, the fake nodes and the job's driver keep 127.0.0.1
     env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_TMPDIR": str(tmp / "ray"),
-           "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT), "MIMALLOC_PURGE_DELAY": "0"}
+           **LOOPBACK_ENV, "PYTHONPATH": str(ROOT), "MIMALLOC_PURGE_DELAY": "0",
+           "RAY_MAX_LIMIT_FROM_API_SERVER": "100000"}
     env.pop("RAY_ADDRESS", None)
     ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
     head = subprocess.Popen(
@@ -162,7 +166,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         job = subprocess.Popen(
             [ray_bin, "job", "submit", f"--address={url}", "--working-dir", str(ROOT),
-             "--", "python", "flows/arctic.py", "--config", cfg_path.name, "--input",
+             "--runtime-env", str(ROOT / "cluster/runtime_env.yaml"), "--", "python", "flows/arctic.py", "--config", cfg_path.name, "--input",
              "s3://auto/the-stack", "--output", "s3://auto/run", "--phases", args.phases],
             env={**env, "RAY_FAKE_CLUSTER": ""}, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)

@@ -59,16 +59,21 @@ def _language(rel: str) -> str | None:
     return language_from_path(rel.removesuffix(".gz"))
 
 
-def _footer(fs, path: str) -> tuple[int, int]:
-    """(rows, content bytes) of one input file from its footer (JSONL: the file size)."""
+def _footer(fs, path: str) -> tuple[int | None, int]:
+    """(rows, content bytes) of one input file from its footer; JSONL: (None, its size,
+    times 4 when compressed); an unreadable footer: (None, 0), as the run will quarantine
+    the file."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     if not path.endswith(".parquet"):
         size = fs.get_file_info(path).size or 0
-        return 0, size * (4 if path.endswith((".gz", ".zst")) else 1)
-    with fs.open_input_file(path) as f:
-        md = pq.ParquetFile(f).metadata
+        return None, size * (4 if path.endswith((".gz", ".zst")) else 1)
+    try:
+        with fs.open_input_file(path) as f:
+            md = pq.ParquetFile(f).metadata
+    except (OSError, ValueError):  # pyarrow.ArrowInvalid is a ValueError
+        return None, 0
     names = [md.schema.column(i).name for i in range(md.num_columns)]
     if "size" in names:  # The Stack's byte size per file: a small column, no content read
         with fs.open_input_file(path) as f:
@@ -84,21 +89,33 @@ def _footer(fs, path: str) -> tuple[int, int]:
     return md.num_rows, max(size, 0)
 
 
-def list_input(uri: str, s3=None, threads: int = 16) -> dict:
-    """Files, rows, content bytes and bytes per language of an input (footers only)."""
+def list_input(uri: str, s3=None, threads: int = 16, max_footers: int = 2000) -> dict:
+    """Files, rows, content bytes and bytes per language of an input (footers only). Past
+    ``max_footers`` files, an evenly spaced sample of footers stands for the rest (The
+    Stack's shards are of similar sizes): the totals are then estimates, and say so."""
     from operators import storage
     from operators.io import INPUT_SUFFIXES
 
     fs, root = storage.resolve(uri, s3)
-    files = storage.list_files(fs, root, INPUT_SUFFIXES)
+    all_files = storage.list_files(fs, root, INPUT_SUFFIXES)
+    step = max(1, math.ceil(len(all_files) / max_footers))
+    files = all_files[::step]
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         sizes = list(pool.map(lambda f: _footer(fs, f), files))
+    if step > 1:  # each sampled file stands for the files up to the next one
+        weights = [min(step, len(all_files) - i * step) for i in range(len(files))]
+        sizes = [(None if r is None else r * w, b * w) for (r, b), w in zip(sizes, weights)]
     langs: dict[str, int] = {}
     for f, (_, b) in zip(files, sizes):
         lang = _language(f[len(root):].lstrip("/")) or "unknown"
         langs[lang] = langs.get(lang, 0) + b
-    return {"files": len(files), "rows": sum(r for r, _ in sizes),
+    jsonl = [(f, b) for f, (r, b) in zip(files, sizes) if r is None and b]
+    return {"files": len(all_files), "footers_read": len(files),
+            "rows": sum(r or 0 for r, _ in sizes),
             "bytes": sum(b for _, b in sizes),
+            # rows unknown without reading: JSONL files (estimated from their bytes)
+            "jsonl_files": len(jsonl), "jsonl_bytes": sum(b for _, b in jsonl),
+            "unreadable_files": sum(1 for r, b in sizes if r is None and not b) * step,
             "languages": dict(sorted(langs.items(), key=lambda kv: -kv[1]))}
 
 
@@ -199,7 +216,8 @@ def plan(listing: dict, settings, rates: dict, cluster: str | None = None,
     cpu_group = next((g for g, v in groups.items() if v["cpus"] and not v["gpus"]), None)
     cpu = groups[cpu_group] if cpu_group else {"cpus": 1, "max_workers": 1}
     cores = cpu["cpus"] * cpu["max_workers"]
-    p1 = predict_phase1(rates, listing["bytes"], listing["rows"], cores, settings=settings)
+    rows = listing["rows"] + int(listing.get("jsonl_bytes", 0) / 1e6 * rates["rows_per_MB"])
+    p1 = predict_phase1(rates, listing["bytes"], rows, cores, settings=settings)
     store = settings.ray.object_store_memory_mb or 2048
     phases = {"1": {"node_type": cpu_group or "local", "nodes": cpu["max_workers"],
                     "wall_s": round(p1["wall_s"], 1),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -39,6 +40,12 @@ SYSTEM_CONFIG = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 1
                  "health_check_timeout_ms": 1000, "health_check_failure_threshold": 2}
 
 
+#: a process that connects to the test cluster: no token auth, and 127.0.0.1 kept as it is
+#: (Ray otherwise swaps a loopback address for the machine's own IP, where nothing of the
+#: test cluster listens; the switch is Ray's own, for machines without cluster support)
+LOOPBACK_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -51,7 +58,8 @@ def main() -> int:
     store = int(os.environ.get("MULTINODE_STORE_BYTES", 300 << 20))
     # a private temp root: the address file goes there, not where other Rays look
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rmn")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ.update(LOOPBACK_ENV)
+    os.environ["RAY_MAX_LIMIT_FROM_API_SERVER"] = "100000"  # every task of a run, listed
     os.environ.pop("RAY_ADDRESS", None)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
@@ -87,6 +95,17 @@ def main() -> int:
 
     say({"address": cluster.address, "dashboard": f"http://127.0.0.1:{dash}",
          "nodes": kinds})
+    # a terminated test run ends here too, and takes its nodes with it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        serve(cluster, kinds, nodes, add, say)
+    finally:
+        cluster.shutdown()
+    say({"stopped": True})
+    return 0
+
+
+def serve(cluster, kinds, nodes, add, say) -> None:
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -107,14 +126,11 @@ def main() -> int:
                 say({"added": node_id, "kind": cmd["kind"],
                      "seconds": round(time.time() - t, 2)})
             elif op == "stop":
-                break
+                return
             else:
                 say({"error": f"unknown op {op!r}"})
         except Exception as exc:  # answer, keep serving: the test decides
             say({"error": f"{type(exc).__name__}: {exc}"})
-    cluster.shutdown()
-    say({"stopped": True})
-    return 0
 
 
 if __name__ == "__main__":
