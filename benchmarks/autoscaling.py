@@ -150,7 +150,6 @@ def main(argv=None) -> int:
         env=env, stdout=open(tmp / "head.log", "w"), stderr=subprocess.STDOUT,
         start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
-    events: list[dict] = []
     try:
         from ray.util.state import list_nodes, list_tasks
 

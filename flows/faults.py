@@ -17,8 +17,11 @@ by creating the file ``DIR/<point>``; the first worker that reaches the point af
 claims it (an atomic rename, so exactly one worker per arming), writes its Ray node id to
 ``DIR/<point>.node`` and waits there (up to ``hold_s``, 300 s) while the test kills that
 node. The task is then in flight on the node that dies, wherever the scheduler put it.
-Points besides the three above: ``score`` (a phase-2 annotator actor's batch), ``generate``
-(a phase-3 rewriter actor's batch), ``mixture`` (a mixture shard's write).
+Points besides the three above: ``shuffle.<operator>`` (the reduce side of one shuffle:
+``shuffle.choose_representatives`` exact dedup, ``shuffle.bucket_edges`` the LSH buckets,
+``shuffle.large_star_step`` a component round), ``group`` (a grouping partition),
+``score`` (a phase-2 annotator actor's batch), ``generate`` (a phase-3 rewriter actor's
+batch), ``mixture`` (a mixture shard's write).
 
 Without the variables this is two dictionary lookups.
 """
@@ -41,10 +44,13 @@ def _parse(spec: str) -> tuple[str, dict[str, int]]:
     return directory, counts
 
 
-def maybe_die(point: str, hold_s: float = 300.0) -> None:
+def maybe_die(point: str, *aliases: str, hold_s: float = 300.0) -> None:
+    """The fault point ``point``; ``aliases`` name the same place more narrowly for a hold
+    (``shuffle.bucket_edges``: the LSH bucket shuffle, not any shuffle)."""
     held = os.environ.get(HOLD_ENV)
     if held:
-        _maybe_hold(held, point, hold_s)
+        for name in (point, *aliases):
+            _maybe_hold(held, name, hold_s)
     spec = os.environ.get(ENV)
     if not spec:
         return

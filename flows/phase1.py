@@ -28,7 +28,6 @@ contamination.
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 import ray.data
 
@@ -37,7 +36,8 @@ from flows.runtime import Run, release_memory
 from operators.dedup import ContentHasher, choose_representatives
 from operators.filters import ContentChecks, LanguageFilter
 from flows.near_dedup import near_dedup
-from flows.shuffle import partition_count, partitioned
+from flows.shuffle import (KEY_BLOCK_ROWS, block_rows, partition_count, partitioned,
+                           rows_and_bytes)
 from operators.grouping import RepoDocumentBuilder, group_key_repo
 from operators.io import INPUT_SUFFIXES, FileReader
 from operators.schema import (FILE_SCHEMA, KEY_COLUMNS, LEDGER_SCHEMA, conform,
@@ -69,13 +69,7 @@ def live_rows(run: Run) -> int:
 
 def live_totals(run: Run) -> tuple[int, int]:
     """Rows and content bytes that survived the row-wise stages (one row per block back)."""
-    def totals(t: pa.Table) -> pa.Table:
-        return pa.table({"rows": [t.num_rows],
-                         "bytes": [int(pc.sum(t.column("size_bytes")).as_py() or 0)]})
-
-    parts = run.read("_work/clean", columns=["size_bytes"], live=True).map_batches(
-        totals, batch_format="pyarrow", batch_size=None).take_all()
-    return sum(p["rows"] for p in parts), sum(p["bytes"] for p in parts)
+    return rows_and_bytes(run.read("_work/clean", columns=["size_bytes"], live=True))
 
 
 def read_files(run: Run, ops: list) -> ray.data.Dataset:
@@ -140,20 +134,22 @@ def grouping(run: Run) -> None:
         t = t.set_column(t.schema.get_field_index("repo"), "repo", group_key_repo(t))
         return t.append_column("_drop", pa.array([drop] * t.num_rows, pa.bool_()))
 
+    n_rows, n_bytes = live_totals(run)
+    # blocks bundled to ~64 MB before the shuffle (flows/shuffle.SHUFFLE_BLOCK_BYTES)
     files = run.read("_work/clean", columns=cols, live=True)
-    files = files.map_batches(prepare, fn_kwargs={"drop": False}, batch_format="pyarrow")
+    files = files.map_batches(prepare, fn_kwargs={"drop": False}, batch_format="pyarrow",
+                              batch_size=block_rows(n_rows, n_bytes))
     parts = [files]
     for stage in DEDUP_STAGES:
         if run.exists(f"removed/{stage}"):
             marks = run.read(f"removed/{stage}", columns=["id", "lang", "repo", "source"],
                              schema=LEDGER_SCHEMA)
             parts.append(marks.map_batches(prepare, fn_kwargs={"drop": True},
-                                           batch_format="pyarrow"))
+                                           batch_format="pyarrow", batch_size=KEY_BLOCK_ROWS))
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     builder = RepoDocumentBuilder(tokenizer=s.tokenizer, seed=s.seed,
                                   max_doc_tokens=g.max_doc_tokens,
                                   repo_header=g.repo_header, file_header=g.file_header)
-    n_rows, n_bytes = live_totals(run)
     n_partitions = max(partition_count(n_rows, g.rows_per_partition),
                        partition_count(n_bytes, g.bytes_per_partition))
     run.log(f"grouping: {n_partitions} partition(s) by (language, repository)")
@@ -163,6 +159,7 @@ def grouping(run: Run) -> None:
 
 
 def _build_docs(group: pa.Table, builder: RepoDocumentBuilder) -> pa.Table:
+    maybe_die("group")
     try:
         return builder(group)
     finally:

@@ -24,7 +24,7 @@ import ray.data
 from flows.manifest import grouped_sums
 from flows.faults import maybe_die
 from flows.runtime import Run, actor_resources
-from flows.shuffle import anti_join, partition_count
+from flows.shuffle import anti_join, block_rows, partition_count
 from operators import storage
 from operators.annotate import QualityHead, QualityScorer
 from operators.grouping import RepoDocumentBuilder, group_key_repo
@@ -57,14 +57,15 @@ def load_head(run: Run) -> QualityHead:
 
 def phase1_files(run: Run) -> ray.data.Dataset:
     """The files phase 1 kept, with content: live rows minus the dedup removals."""
-    from flows.phase1 import DEDUP_STAGES, live_rows
+    from flows.phase1 import DEDUP_STAGES, live_totals
 
     rows = run.read("_work/clean", columns=FILE_COLS, live=True)
     gone = [run.read(f"removed/{s}", columns=["id"], schema=LEDGER_SCHEMA)
             for s in DEDUP_STAGES if run.exists(f"removed/{s}")]
     schema = pa.schema([FILE_SCHEMA.field(c) for c in FILE_COLS])
-    n = partition_count(live_rows(run), run.settings.phase1.grouping.rows_per_partition)
-    return anti_join(rows, gone, schema, n)
+    n_rows, n_bytes = live_totals(run)
+    n = partition_count(n_rows, run.settings.phase1.grouping.rows_per_partition)
+    return anti_join(rows, gone, schema, n, batch_rows=block_rows(n_rows, n_bytes))
 
 
 def score(run: Run) -> dict:

@@ -39,7 +39,8 @@ from flows.near_dedup import near_dedup
 from flows.phase2 import FILE_COLS, MissingPhaseInput
 from flows.faults import maybe_die
 from flows.runtime import Run, actor_resources
-from flows.shuffle import anti_join, partition_count, partitioned
+from flows.shuffle import (anti_join, block_rows, partition_count, partitioned,
+                           rows_and_bytes)
 from operators.dedup import ContentHasher, choose_representatives
 from operators.llm import VLLMGenerator
 from operators.schema import DOC_SCHEMA, FILE_SCHEMA, LEDGER_SCHEMA, conform, \
@@ -301,8 +302,11 @@ def budget_stage(run: Run, targets: dict[str, float]) -> dict:
     cols = [c for c in SYNTH_SCHEMA.names if not c.startswith("removed_")]
     schema = pa.schema([SYNTH_SCHEMA.field(c) for c in cols])
     rows = run.read("_work/synth", columns=cols, live=True)
-    n_parts = partition_count(rows.count(), run.settings.phase1.grouping.rows_per_partition)
-    kept = anti_join(rows, _dedup_ledgers(run, ["id"]), schema, n_parts)
+    n_rows, n_bytes = rows_and_bytes(run.read("_work/synth", columns=["size_bytes"], live=True))
+    n_parts = partition_count(n_rows, run.settings.phase1.grouping.rows_per_partition)
+    # rows carry prompts and answers besides the file: blocks of half the usual rows
+    kept = anti_join(rows, _dedup_ledgers(run, ["id"]), schema, n_parts,
+                     batch_rows=max(1, block_rows(n_rows, n_bytes) // 2))
     kept = kept.map_batches(_priority, batch_format="pyarrow").materialize()
     keys = kept.select_columns(["lang", "quality", "n_tokens"])
 

@@ -24,7 +24,6 @@ import concurrent.futures
 import json
 import math
 import os
-import posixpath
 import sys
 from pathlib import Path
 

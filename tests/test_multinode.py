@@ -180,12 +180,17 @@ def _tasks_by_node(dashboard: str) -> list[dict]:
                                 raise_on_missing_output=False) if t.node_id]
 
 
-def test_whole_flow_on_many_nodes_equals_one_node(cluster, setup, one_node):
-    fs = setup["fs"]
+@pytest.fixture(scope="module")
+def many_nodes(cluster, setup):
+    """The same config on the cluster, undisturbed, input and output on S3."""
     log = flow(setup["many"], setup["input"], "s3://multinode/runs/many", "1,2,3,mix",
                address=cluster.address)
     assert "connected to Ray at" in log
-    many = snapshot(fs, "multinode/runs/many")
+    return snapshot(setup["fs"], "multinode/runs/many")
+
+
+def test_whole_flow_on_many_nodes_equals_one_node(cluster, many_nodes, one_node):
+    many = many_nodes
     assert many["conservation"] == one_node["conservation"]
     assert all(c["ok"] for c in many["conservation"].values())
     for part in ("phase1", "ledger", "phase2", "phase3", "shards"):
@@ -228,32 +233,46 @@ def _kill_when_held(cluster, point: str, proc, replace: bool = True,
 @pytest.fixture(scope="module")
 def lossless(cluster, setup):
     """The node-loss config (phases 1, 2 and their mixture) undisturbed on the cluster."""
-    t = time.time()
     flow(setup["lossy"], setup["input"], "s3://multinode/runs/lossless", "1,2,mix",
          address=cluster.address)
-    return snapshot(setup["fs"], "multinode/runs/lossless", ("phase1", "phase2")), time.time() - t
+    return "lossless", snapshot(setup["fs"], "multinode/runs/lossless", ("phase1", "phase2"))
 
 
-@pytest.mark.parametrize("points", [["ingest", "shuffle"], ["score", "mixture"]],
-                         ids=["map-and-shuffle", "actor-pool-and-mixture-write"])
-def test_node_lost_mid_stage_changes_nothing(cluster, setup, lossless, points):
-    reference, clean_s = lossless
-    out = f"s3://multinode/runs/lost-{'-'.join(points)}"
+#: kills per run: a map, each kind of shuffle (exact dedup's buckets, LSH buckets, a
+#: component round, grouping), the annotator pool, the mixture's shard writes; and the
+#: rewriter pool mid-generation, in a run of every phase
+CASES = {
+    "map-and-shuffles": ("lossless", ["ingest", "shuffle.choose_representatives",
+                                      "shuffle.bucket_edges", "shuffle.large_star_step",
+                                      "group"]),
+    "annotator-pool-and-mixture-write": ("lossless", ["score", "mixture"]),
+    "rewriter-pool": ("many", ["generate"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_node_lost_mid_stage_changes_nothing(cluster, setup, request, case):
+    ref_name, points = CASES[case]
+    ref_run, reference = (request.getfixturevalue("lossless") if ref_name == "lossless"
+                          else ("many", request.getfixturevalue("many_nodes")))
+    cfg, phases, parts = ((setup["lossy"], "1,2,mix", ("phase1", "phase2"))
+                          if ref_name == "lossless" else
+                          (setup["many"], "1,2,3,mix", ("phase1", "phase2", "phase3")))
+    out = f"s3://multinode/runs/lost-{case}"
     t = time.time()
-    proc = flow(setup["lossy"], setup["input"], out, "1,2,mix", address=cluster.address,
-                wait=False)
+    proc = flow(cfg, setup["input"], out, phases, address=cluster.address, wait=False)
     events = [_kill_when_held(cluster, p, proc) for p in points]
     text, _ = proc.communicate(timeout=1500)
     assert proc.returncode == 0, text[-4000:]
     wall = time.time() - t
     times = {}  # the cost of a loss: each stage's seconds, undisturbed and with the loss
-    for name, root in (("undisturbed", "multinode/runs/lossless"),
+    for name, root in (("undisturbed", f"multinode/runs/{ref_run}"),
                        ("lost", out.removeprefix("s3://"))):
         with setup["fs"].open_input_stream(f"{root}/manifest.json") as f:
             times[name] = {k: v["seconds"] for k, v in
                            json.loads(f.read())["stage_seconds"].items()}
-    print(json.dumps({"points": points, "events": events, "wall_s": round(wall, 1),
-                      "undisturbed_s": round(clean_s, 1), "stage_s": times}))
-    got = snapshot(setup["fs"], out.removeprefix("s3://"), ("phase1", "phase2"))
-    assert got["conservation"]["phase1"]["ok"]
+    print(json.dumps({"case": case, "events": events, "wall_s": round(wall, 1),
+                      "stage_s": times}))
+    got = snapshot(setup["fs"], out.removeprefix("s3://"), parts)
+    assert all(c["ok"] for c in got["conservation"].values())
     assert got == reference
