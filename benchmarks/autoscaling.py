@@ -44,7 +44,10 @@ RESULTS = ROOT / "benchmarks/results"
 #: per group: CPUs or GPUs per fake node (one of each kind fits two cores) and max workers
 SCALE = {"cpu_worker": ({"CPU": 1}, 2), "gpu_annotator": ({"GPU": 1}, 1),
          "gpu_rewriter": ({"GPU": 1}, 1)}
-IDLE_TIMEOUT_MIN = 0.25
+#: long enough that no node leaves mid-run: the fake provider's nodes share one session
+#: directory, and a leaving node deletes the job's unpacked working directory under the
+#: workers of the others (a fake-provider artefact, not a cloud one)
+IDLE_TIMEOUT_MIN = 1.5
 
 
 def _port() -> int:
@@ -76,8 +79,10 @@ def fake_config(gcs_port: int) -> dict:
                                  "max_workers": 0}
     return {"cluster_name": "arctic-fake", "max_workers": sum(v[1] for v in SCALE.values()),
             "upscaling_speed": 1.0, "idle_timeout_minutes": IDLE_TIMEOUT_MIN,
+            # the fake provider starts nodes in-process: no SSH updaters to run on them
             "provider": {"type": "fake_multinode", "gcs_address": f"127.0.0.1:{gcs_port}",
-                         "launch_multiple": True},
+                         "launch_multiple": True, "use_node_id_as_ip": True,
+                         "disable_node_updaters": True, "disable_launch_config_check": True},
             "auth": {"ssh_user": "ubuntu"}, "available_node_types": types,
             "head_node_type": "ray.head.default", "file_mounts": {},
             "cluster_synced_files": [], "file_mounts_sync_continuously": False,
@@ -232,7 +237,7 @@ def main(argv=None) -> int:
 
 def render(r: dict, phases: str) -> str:
     first_stage = {"cpu_worker": "ingest", "gpu_annotator": "score",
-                   "gpu_rewriter": "synth_wave_1"}
+                   "gpu_rewriter": "synth_wave_0"}
     lines = ["# Autoscaling from zero (Ray's fake multi-node provider)", "",
              f"Command: `python benchmarks/autoscaling.py --phases {phases}`. The node groups "
              "of `cluster/aws.yaml` with their resources (GPU groups: `CPU: 0` and their "

@@ -257,6 +257,9 @@ class PeakMemory:
     def __init__(self, select=lambda cmd: True, interval: float = 0.2):
         self.select, self.interval = select, interval
         self.peak_kb = self.peak_private_kb = self.peak_total_kb = self.hwm_kb = 0
+        #: the peak heap per label: set ``label`` (a stage name) while running
+        self.label: str | None = None
+        self.label_peak_kb: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -268,6 +271,9 @@ class PeakMemory:
             self.hwm_kb = max([self.hwm_kb] + [_hwm_kb(p) for p in pids])
             if sizes:
                 self.peak_kb = max([self.peak_kb] + [h for h, _ in sizes])
+                if self.label:
+                    self.label_peak_kb[self.label] = max(
+                        [self.label_peak_kb.get(self.label, 0)] + [h for h, _ in sizes])
                 self.peak_private_kb = max([self.peak_private_kb] + [h + s for h, s in sizes])
                 self.peak_total_kb = max(self.peak_total_kb, sum(h for h, _ in sizes))
             time.sleep(self.interval)

@@ -75,16 +75,23 @@ class DriverMemory:
                 max(mb[half:] or mb)}
 
 
-def run_phase1(corpus: Path, out: Path) -> dict:
+def run_phase1(corpus: Path, out: Path, mem=None) -> dict:
     """The flow's phase 1 on ``corpus`` (Ray must be initialised): wall and stage seconds,
-    partitions from the stage logs, files kept."""
+    partitions from the stage logs, files kept; ``mem`` (a PeakMemory) gets each stage's
+    name as its label while the stage runs."""
     from flows.phase1 import run_phase1 as phase1
     from flows.runtime import Run
     from flows.settings import load_settings
 
     settings = load_settings(None, {"output": str(out), "phases": ["1"], **OVERRIDES})
     logs: list[str] = []
-    run = Run(settings, str(corpus), log=logs.append)
+
+    def log(line: str) -> None:
+        logs.append(line)
+        m = re.search(r"\] (\w+): started", line)
+        if m and mem is not None:
+            mem.label = m.group(1)
+    run = Run(settings, str(corpus), log=log)
     phase1(run)
     parts = {}
     for line in logs:
@@ -118,7 +125,7 @@ def measure(corpora: dict[int, Path], cores: int, work: Path) -> list[dict]:
             spilled0 = spilled_mb()
             with PeakMemory(ray_worker) as mem, DriverMemory() as drv:
                 t = time.perf_counter()
-                res = run_phase1(corpus, work / f"run-{k}")
+                res = run_phase1(corpus, work / f"run-{k}", mem)
                 wall = time.perf_counter() - t
             row = {"scale": k, "MB": round(mb, 1), "files": listing["files"],
                    "rows": listing["rows"], "wall_s": round(wall, 1),
@@ -129,6 +136,8 @@ def measure(corpora: dict[int, Path], cores: int, work: Path) -> list[dict]:
                    "peak_worker_heap_MB": mem.peak_mb,
                    "peak_worker_private_MB": mem.peak_private_mb,
                    "peak_worker_rss_MB": mem.peak_rss_mb, "driver": drv.summary(),
+                   "stage_peak_heap_MB": {k: round(v / 1024, 1)
+                                          for k, v in mem.label_peak_kb.items()},
                    "driver_samples": drv.samples[:: max(1, len(drv.samples) // 60)]}
         finally:
             ray.shutdown()

@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flows.runtime import Run
-from flows.shuffle import partition_count, partitioned
+from flows.shuffle import (SHUFFLE_PARTITION_BYTES, block_rows, partition_count,
+                           partitioned)
 from operators import components as cc
 from operators.minhash import optimal_lsh
 from operators.schema import LEDGER_SCHEMA, conform
@@ -93,14 +94,21 @@ def _verified(run: Run, edges, live_rows: int, n_edges: int, source: str, s):
     sigs = run.read(source, columns=["id", "license", "stars", "minhash"], live=True)
     sigs = sigs.map_batches(_sig_rows, batch_format="pyarrow").map_batches(
         _side, fn_kwargs={"side": 1, "schema": SIG_JOIN}, batch_format="pyarrow")
-    n_parts = partition_count(live_rows + n_edges, s.rows_per_partition)
+    # a row carries one signature, an edge row up to two: partitions and bundled blocks
+    # sized in bytes, so that a task's memory does not grow with the corpus
+    row_bytes = 8 * s.num_perm + 128
+    n_parts = max(partition_count(live_rows + n_edges, s.rows_per_partition),
+                  partition_count((live_rows + 2 * n_edges) * row_bytes,
+                                  SHUFFLE_PARTITION_BYTES))
+    batch_rows = block_rows(1, 2 * row_bytes)
 
     def step(ds, key, out_col):
         left = ds.map_batches(_side, fn_kwargs={"side": 0, "schema": SIG_JOIN},
                               batch_format="pyarrow")
         keyed = left.union(sigs).map_batches(_join_key, fn_kwargs={"key": key},
                                              batch_format="pyarrow")
-        return partitioned(keyed, ["_k"], n_parts, _attach, {"key": key, "out_col": out_col})
+        return partitioned(keyed, ["_k"], n_parts, _attach, {"key": key, "out_col": out_col},
+                           batch_rows=batch_rows)
 
     with_u = step(edges, "u", "sig_u")
     with_uv = step(with_u, "v", "sig_v")

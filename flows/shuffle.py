@@ -21,6 +21,10 @@ from flows.faults import maybe_die
 SHUFFLE_BLOCK_BYTES = 64 << 20
 #: rows per bundled block for shuffles of key columns only (~100-200 bytes a row)
 KEY_BLOCK_ROWS = 65536
+#: bytes of rows per reduce partition for shuffles whose rows are wider than keys (the
+#: near-dedup verification join carries a full MinHash signature, 2 KB, per row): a
+#: partition count from rows alone would grow a reduce task's memory with the corpus
+SHUFFLE_PARTITION_BYTES = 128 << 20
 
 
 def partition_count(rows: int, rows_per_partition: int) -> int:
