@@ -210,8 +210,9 @@ def report(data: dict) -> str:
         "grow. Their shuffles' map tasks take bundled blocks of ~64 MB "
         "(`flows/shuffle.SHUFFLE_BLOCK_BYTES`; without the bundling the sort shuffle's cost "
         "grows with the square of the input blocks), and at this scale the 2 GB object store "
-        "spills, so more of a shuffle's pieces pass through a worker's heap at once. "
-        "Not solved here: smaller bundles trade memory for the per-block cost.", "",
+        "spills. Which part of these stages holds the extra memory (the sort's map side on "
+        "64 MB blocks, reduce tasks merging more pieces, restored spilled objects) is not "
+        "isolated yet; smaller bundles would trade memory for the per-block cost.", "",
         "## The plan against the run", "",
         "`arctic-curate plan` predicts from per-stage costs fitted on the 1x and 16x runs "
         "(`benchmarks/results/rates.json`, shipped with the code) and the input's size "
