@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
-from flows.manifest import grouped_sums
 from flows.faults import maybe_die
+from flows.manifest import grouped_sums
 from flows.runtime import Run
 from operators import storage
 from operators.mixture import (breakdown, expand, merge_breakdowns, plan_phase, sha256,

@@ -100,7 +100,7 @@ def _verified(run: Run, edges, live_rows: int, n_edges: int, source: str, s):
     n_parts = max(partition_count(live_rows + n_edges, s.rows_per_partition),
                   partition_count((live_rows + 2 * n_edges) * row_bytes,
                                   SHUFFLE_PARTITION_BYTES))
-    batch_rows = block_rows(1, 2 * row_bytes)
+    batch_rows = block_rows(live_rows + n_edges, (live_rows + 2 * n_edges) * row_bytes)
 
     def step(ds, key, out_col):
         left = ds.map_batches(_side, fn_kwargs={"side": 0, "schema": SIG_JOIN},

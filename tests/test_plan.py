@@ -89,10 +89,10 @@ def test_plan_on_the_cluster_node_types_and_prices():
 
 @pytest.mark.skipif(not RATES.exists(), reason="no shipped calibration")
 def test_plan_cli(stack_corpus, capsys):
-    root, expected = stack_corpus
+    root, _ = stack_corpus
     assert main(["plan", "--input", str(root), "--json"]) == 0
     p = json.loads(capsys.readouterr().out)
-    assert p["input"]["rows"] == len(expected)
+    assert p["input"] == list_input(str(root))
     assert set(p["phases"]) == {"1", "2", "3"}
     assert p["rates"]["calibrated_on_MB"] == load_rates()["calibrated_on_MB"]
     assert main(["plan", "--input", str(root), "--price", "gpu=cheap"]) == 2
@@ -115,3 +115,19 @@ def test_many_files_are_estimated_from_a_sample_of_footers(tmp_path):
     assert sampled["files"] == full["files"] == 10
     assert sampled["rows"] == full["rows"] == 500
     assert abs(sampled["bytes"] - full["bytes"]) <= 0.02 * full["bytes"]
+
+
+@pytest.mark.skipif(not RATES.exists(), reason="no shipped calibration")
+def test_the_run_records_its_plan_and_the_report_sets_it_against_the_run(
+        ray_local, stack_corpus, tmp_path):
+    root, _ = stack_corpus
+    out = tmp_path / "out"
+    assert main(["--input", str(root), "--output", str(out), "--phases", "1"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    plan1 = manifest["plan"]["phases"]["1"]
+    assert manifest["plan"]["input"]["files"] == len(list(root.glob("data/*/*.*")))
+    assert set(plan1["stage_s"]) == set(manifest["stage_seconds"]) & set(plan1["stage_s"])
+    report = (out / "report.md").read_text()
+    assert "Plan against the run" in report
+    for stage in plan1["stage_s"]:
+        assert f"| {stage} |" in report
