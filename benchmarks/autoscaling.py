@@ -45,8 +45,8 @@ RESULTS = ROOT / "benchmarks/results"
 SCALE = {"cpu_worker": ({"CPU": 1}, 2), "gpu_annotator": ({"GPU": 1}, 1),
          "gpu_rewriter": ({"GPU": 1}, 1)}
 #: long enough that no node leaves mid-run: the fake provider's nodes share one session
-#: directory, and a leaving node deletes the job's unpacked working directory under the
-#: workers of the others (a fake-provider artefact, not a cloud one)
+#: directory, and in tries where nodes left mid-run the job's unpacked working directory
+#: vanished under the other nodes' workers (a fake-provider artefact, not a cloud one)
 IDLE_TIMEOUT_MIN = 1.5
 
 
