@@ -257,23 +257,30 @@ class PeakMemory:
     def __init__(self, select=lambda cmd: True, interval: float = 0.2):
         self.select, self.interval = select, interval
         self.peak_kb = self.peak_private_kb = self.peak_total_kb = self.hwm_kb = 0
-        #: the peak heap per label: set ``label`` (a stage name) while running
+        #: the peak heap per label: set ``label`` (a stage name) while running; task
+        #: workers (``label_peak_kb``) apart from Ray's spill/restore I/O workers
+        #: (``label_io_peak_kb``), which exist only once the object store spills
         self.label: str | None = None
         self.label_peak_kb: dict[str, int] = {}
+        self.label_io_peak_kb: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self):
         me = os.getpid()
         while not self._stop.is_set():
-            pids = [p for p in _children(me) if self.select(_cmdline(p))]
+            cmds = {p: _cmdline(p) for p in _children(me)}
+            pids = [p for p, c in cmds.items() if self.select(c)]
             sizes = [_memory_kb(p) for p in pids]
             self.hwm_kb = max([self.hwm_kb] + [_hwm_kb(p) for p in pids])
             if sizes:
                 self.peak_kb = max([self.peak_kb] + [h for h, _ in sizes])
                 if self.label:
-                    self.label_peak_kb[self.label] = max(
-                        [self.label_peak_kb.get(self.label, 0)] + [h for h, _ in sizes])
+                    for io, peaks in ((False, self.label_peak_kb),
+                                      (True, self.label_io_peak_kb)):
+                        got = [h for p, (h, _) in zip(pids, sizes) if _io_worker(cmds[p]) == io]
+                        if got:
+                            peaks[self.label] = max([peaks.get(self.label, 0)] + got)
                 self.peak_private_kb = max([self.peak_private_kb] + [h + s for h, s in sizes])
                 self.peak_total_kb = max(self.peak_total_kb, sum(h for h, _ in sizes))
             time.sleep(self.interval)
@@ -301,6 +308,11 @@ class PeakMemory:
     @property
     def peak_total_mb(self) -> float:
         return round(self.peak_total_kb / 1024, 1)
+
+
+def _io_worker(cmd: str) -> bool:
+    """Ray's spill/restore I/O worker processes (``ray::SPILL_SpillWorker`` etc.)."""
+    return cmd.startswith("ray::") and ("SpillWorker" in cmd or "RestoreWorker" in cmd)
 
 
 def ray_worker(cmd: str) -> bool:
