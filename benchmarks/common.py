@@ -246,43 +246,21 @@ PEAK_MEMORY_NOTE = (
     "bounds); RSS = the kernel's high-water mark, shared pages included.")
 
 
-class PeakMemory:
-    """Samples the memory of this process's descendants that ``select`` accepts (by command
-    line) every ``interval`` seconds. ``peak_mb``: the largest heap (:func:`_memory_kb`)
-    any one of them reached; ``peak_private_mb``: the largest heap plus the object-store
-    pages it alone maps; ``peak_total_mb``: the largest sum of heaps; ``peak_rss_mb``: the
-    largest kernel high-water mark (VmHWM, shared pages included) of one of them, which no
-    sampling interval can miss."""
+class Sampler:
+    """A context manager that calls ``sample()`` every ``interval`` seconds on a thread of
+    its own while the ``with`` block runs."""
 
-    def __init__(self, select=lambda cmd: True, interval: float = 0.2):
-        self.select, self.interval = select, interval
-        self.peak_kb = self.peak_private_kb = self.peak_total_kb = self.hwm_kb = 0
-        #: the peak heap per label: set ``label`` (a stage name) while running; task
-        #: workers (``label_peak_kb``) apart from Ray's spill/restore I/O workers
-        #: (``label_io_peak_kb``), which exist only once the object store spills
-        self.label: str | None = None
-        self.label_peak_kb: dict[str, int] = {}
-        self.label_io_peak_kb: dict[str, int] = {}
+    def __init__(self, interval: float):
+        self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
+    def sample(self) -> None:
+        raise NotImplementedError
+
     def _loop(self):
-        me = os.getpid()
         while not self._stop.is_set():
-            cmds = {p: _cmdline(p) for p in _children(me)}
-            pids = [p for p, c in cmds.items() if self.select(c)]
-            sizes = [_memory_kb(p) for p in pids]
-            self.hwm_kb = max([self.hwm_kb] + [_hwm_kb(p) for p in pids])
-            if sizes:
-                self.peak_kb = max([self.peak_kb] + [h for h, _ in sizes])
-                if self.label:
-                    for io, peaks in ((False, self.label_peak_kb),
-                                      (True, self.label_io_peak_kb)):
-                        got = [h for p, (h, _) in zip(pids, sizes) if _io_worker(cmds[p]) == io]
-                        if got:
-                            peaks[self.label] = max([peaks.get(self.label, 0)] + got)
-                self.peak_private_kb = max([self.peak_private_kb] + [h + s for h, s in sizes])
-                self.peak_total_kb = max(self.peak_total_kb, sum(h for h, _ in sizes))
+            self.sample()
             time.sleep(self.interval)
 
     def __enter__(self):
@@ -292,6 +270,42 @@ class PeakMemory:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+class PeakMemory(Sampler):
+    """Samples the memory of this process's descendants that ``select`` accepts (by command
+    line) every ``interval`` seconds. ``peak_mb``: the largest heap (:func:`_memory_kb`)
+    any one of them reached; ``peak_private_mb``: the largest heap plus the object-store
+    pages it alone maps; ``peak_total_mb``: the largest sum of heaps; ``peak_rss_mb``: the
+    largest kernel high-water mark (VmHWM, shared pages included) of one of them, which no
+    sampling interval can miss."""
+
+    def __init__(self, select=lambda cmd: True, interval: float = 0.2):
+        super().__init__(interval)
+        self.select = select
+        self.peak_kb = self.peak_private_kb = self.peak_total_kb = self.hwm_kb = 0
+        #: the peak heap per label: set ``label`` (a stage name) while running; task
+        #: workers (``label_peak_kb``) apart from Ray's spill/restore I/O workers
+        #: (``label_io_peak_kb``), which exist only once the object store spills
+        self.label: str | None = None
+        self.label_peak_kb: dict[str, int] = {}
+        self.label_io_peak_kb: dict[str, int] = {}
+
+    def sample(self) -> None:
+        cmds = {p: _cmdline(p) for p in _children(os.getpid())}
+        pids = [p for p, c in cmds.items() if self.select(c)]
+        sizes = [_memory_kb(p) for p in pids]
+        self.hwm_kb = max([self.hwm_kb] + [_hwm_kb(p) for p in pids])
+        if not sizes:
+            return
+        self.peak_kb = max([self.peak_kb] + [h for h, _ in sizes])
+        if self.label:
+            for io, peaks in ((False, self.label_peak_kb), (True, self.label_io_peak_kb)):
+                got = [h for p, (h, _) in zip(pids, sizes) if _io_worker(cmds[p]) == io]
+                if got:
+                    peaks[self.label] = max([peaks.get(self.label, 0)] + got)
+        self.peak_private_kb = max([self.peak_private_kb] + [h + s for h, s in sizes])
+        self.peak_total_kb = max(self.peak_total_kb, sum(h for h, _ in sizes))
 
     @property
     def peak_mb(self) -> float:

@@ -26,7 +26,6 @@ import os
 import re
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -35,37 +34,27 @@ import pyarrow.dataset as pads
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import (PEAK_MEMORY_NOTE, PeakMemory, base_corpus,  # noqa: E402
-                               corpus_mb, ray_worker, scaled_corpus, spilled_mb)
+from benchmarks.common import (PEAK_MEMORY_NOTE, PeakMemory, Sampler,  # noqa: E402
+                               base_corpus, corpus_mb, ray_worker, scaled_corpus,
+                               spilled_mb)
 
 RESULTS = ROOT / "benchmarks/results"
 #: the one setting the benchmark changes from the shipped defaults (see the docstring)
 OVERRIDES = {"phase1": {"grouping": {"bytes_per_partition": 32 << 20}}}
 
 
-class DriverMemory:
+class DriverMemory(Sampler):
     """The driver's resident memory (this process), sampled every ``interval`` seconds."""
 
     def __init__(self, interval: float = 1.0):
-        self.interval, self.samples = interval, []
-        self._stop = threading.Event()
+        super().__init__(interval)
+        self.samples: list[tuple[float, float]] = []
         self._t0 = time.time()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def _loop(self):
-        while not self._stop.is_set():
-            with open("/proc/self/status") as f:
-                kb = next(int(x.split()[1]) for x in f if x.startswith("VmRSS:"))
-            self.samples.append((round(time.time() - self._t0, 1), round(kb / 1024, 1)))
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        with open("/proc/self/status") as f:
+            kb = next(int(x.split()[1]) for x in f if x.startswith("VmRSS:"))
+        self.samples.append((round(time.time() - self._t0, 1), round(kb / 1024, 1)))
 
     def summary(self) -> dict:
         mb = [m for _, m in self.samples] or [0.0]
