@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flows.runtime import Run
-from flows.shuffle import (SHUFFLE_PARTITION_BYTES, block_rows, partition_count,
-                           partitioned)
+from flows.shuffle import (KEY_BLOCK_ROWS, SHUFFLE_PARTITION_BYTES, block_rows,
+                           partition_count, partitioned)
 from operators import components as cc
 from operators.minhash import optimal_lsh
 from operators.schema import LEDGER_SCHEMA, conform
@@ -138,11 +138,13 @@ def near_dedup(run: Run, live_rows: int, source: str = "_work/clean",
     bands, rows = (s.bands, s.rows) if s.bands else optimal_lsh(s.threshold, s.num_perm)
     info: dict = {"threshold": s.threshold, "num_perm": s.num_perm, "ngram": s.ngram,
                   "bands": bands, "rows": rows, "verify": s.verify}
-    nodes = run.read(source, columns=["id", "license", "stars", "lsh_bands"], live=True)
+    nodes = run.read(source, columns=["id", "license", "stars", "lsh_bands"], live=True,
+                     rows_per_task=max(1, KEY_BLOCK_ROWS // bands), total_rows=live_rows)
     bands_rows = nodes.map_batches(cc.explode_bands, batch_format="pyarrow")
     n_parts = partition_count(live_rows * bands, s.rows_per_partition)
     run.log(f"{stage}: {n_parts} partition(s) of band rows")
-    edges = partitioned(bands_rows, ["band", "hash"], n_parts, cc.bucket_edges)
+    edges = partitioned(bands_rows, ["band", "hash"], n_parts, cc.bucket_edges,
+                        batch_rows=None)
     edges = partitioned(edges, ["u", "v"], n_parts, cc.distinct_edges).materialize()
     prev = _checksum(edges)
     info["candidate_edges"] = prev[0]

@@ -112,14 +112,15 @@ def ingest(run: Run) -> None:
 
 def exact_dedup(run: Run) -> None:
     s = run.settings.phase1.exact_dedup
-    keys = run.read("_work/clean", columns=KEY_COLUMNS, live=True)
     n_rows = live_rows(run)
+    keys = run.read("_work/clean", columns=KEY_COLUMNS, live=True,
+                    rows_per_task=KEY_BLOCK_ROWS, total_rows=n_rows)
     n_buckets = partition_count(n_rows, s.rows_per_bucket)
     run.log(f"exact_dedup: {n_rows} live files in {n_buckets} hash bucket(s)")
 
     removed = partitioned(keys, ["content_hash"], n_buckets, choose_representatives,
                           {"group_col": "content_hash", "stage": "exact_dedup",
-                           "reason": "exact_duplicate"})
+                           "reason": "exact_duplicate"}, batch_rows=None)
     run.write(removed, "removed/exact_dedup")
 
 
@@ -135,17 +136,17 @@ def grouping(run: Run) -> None:
         return t.append_column("_drop", pa.array([drop] * t.num_rows, pa.bool_()))
 
     n_rows, n_bytes = live_totals(run)
-    # blocks bundled to ~64 MB before the shuffle (flows/shuffle.SHUFFLE_BLOCK_BYTES)
-    files = run.read("_work/clean", columns=cols, live=True)
-    files = files.map_batches(prepare, fn_kwargs={"drop": False}, batch_format="pyarrow",
-                              batch_size=block_rows(n_rows, n_bytes))
+    # read in blocks of ~64 MB for the shuffle (flows/shuffle.SHUFFLE_BLOCK_BYTES)
+    files = run.read("_work/clean", columns=cols, live=True,
+                     rows_per_task=block_rows(n_rows, n_bytes), total_rows=n_rows)
+    files = files.map_batches(prepare, fn_kwargs={"drop": False}, batch_format="pyarrow")
     parts = [files]
     for stage in DEDUP_STAGES:
         if run.exists(f"removed/{stage}"):
             marks = run.read(f"removed/{stage}", columns=["id", "lang", "repo", "source"],
                              schema=LEDGER_SCHEMA)
             parts.append(marks.map_batches(prepare, fn_kwargs={"drop": True},
-                                           batch_format="pyarrow", batch_size=KEY_BLOCK_ROWS))
+                                           batch_format="pyarrow"))
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     builder = RepoDocumentBuilder(tokenizer=s.tokenizer, seed=s.seed,
                                   max_doc_tokens=g.max_doc_tokens,

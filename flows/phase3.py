@@ -39,7 +39,7 @@ from flows.near_dedup import near_dedup
 from flows.phase2 import FILE_COLS, MissingPhaseInput
 from flows.faults import maybe_die
 from flows.runtime import Run, actor_resources
-from flows.shuffle import (anti_join, block_rows, partition_count, partitioned,
+from flows.shuffle import (KEY_BLOCK_ROWS, anti_join, block_rows, partition_count, partitioned,
                            rows_and_bytes)
 from operators.dedup import ContentHasher, choose_representatives
 from operators.llm import VLLMGenerator
@@ -228,10 +228,11 @@ def dedup_stage(run: Run) -> dict:
     n_parts = partition_count(n_nodes, p1.exact_dedup.rows_per_bucket)
     keys = run.read("_work/synth_nodes", columns=["id", "license", "stars", "content_hash",
                                                    "repo", "path", "lang", "n_tokens",
-                                                   "size_bytes", "source"])
+                                                   "size_bytes", "source"],
+                    rows_per_task=KEY_BLOCK_ROWS, total_rows=n_nodes)
     exact = partitioned(keys, ["content_hash"], n_parts, choose_representatives,
                         {"group_col": "content_hash", "stage": "synth_exact_dedup",
-                         "reason": "exact_duplicate"})
+                         "reason": "exact_duplicate"}, batch_rows=None)
     run.write(exact.map_batches(_only_synthetic, batch_format="pyarrow"),
               "removed/synth_exact_dedup")
     info = {}

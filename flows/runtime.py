@@ -131,9 +131,17 @@ class Run:
 
     # -- datasets --------------------------------------------------------------------------
     def read(self, rel: str, columns=None, live: bool | None = None,
-             schema: pa.Schema | None = None) -> ray.data.Dataset:
+             schema: pa.Schema | None = None, rows_per_task: int | None = None,
+             total_rows: int | None = None) -> ray.data.Dataset:
         """A dataset of the Parquet files under ``rel``: one task per file, streaming it in
         record batches (``read.batch_rows`` rows when ``content`` is read, more otherwise).
+
+        ``rows_per_task`` with ``total_rows`` (the rows under ``rel``): tasks read several
+        files each, about ``rows_per_task`` rows in all, and Ray Data merges a task's
+        output into one block (up to its block-size limit). Shuffles read this way, so
+        that their input blocks have a set size; bundling blocks with ``map_batches(
+        batch_size=n)`` after a read does not do it: Ray Data fuses that map into the read
+        and bundles ``n`` rows of the read's input, that is ``n`` files into one task.
 
         ``live``: True keeps rows no stage removed, False only the tombstones, None all.
         With ``schema`` given, rows are conformed to it (selected ``columns``), and a
@@ -149,9 +157,12 @@ class Run:
             return ray.data.from_arrow(target.empty_table())
         content = columns is None or "content" in columns
         rows = self.settings.read.batch_rows if content else 65536
-        ds = ray.data.from_items([{"path": f} for f in files],
-                                 override_num_blocks=min(len(files), 4096))
-        return ds.map_batches(_read_parquet_files, batch_size=1, batch_format="pyarrow",
+        per_task = 1
+        if rows_per_task and total_rows:
+            per_task = max(1, int(len(files) * rows_per_task / total_rows))
+        ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=min(
+            -(-len(files) // per_task), 4096))
+        return ds.map_batches(_read_parquet_files, batch_size=per_task, batch_format="pyarrow",
                               fn_kwargs={"fs": self.fs, "columns": columns, "live": live,
                                          "schema": target, "rows": rows,
                                          "max_bytes": self.settings.read.batch_bytes

@@ -79,10 +79,12 @@ def _apply(t: pa.Table, fn, fn_kwargs) -> pa.Table:
 
 def partitioned(ds: ray.data.Dataset, key_cols: list[str], n_parts: int, fn,
                 fn_kwargs: dict | None = None,
-                batch_rows: int = KEY_BLOCK_ROWS) -> ray.data.Dataset:
+                batch_rows: int | None = KEY_BLOCK_ROWS) -> ray.data.Dataset:
     """``fn(partition_table, **fn_kwargs)`` on each hash partition of ``ds`` by
     ``key_cols``. Input blocks are bundled into blocks of ``batch_rows`` rows first
-    (:data:`SHUFFLE_BLOCK_BYTES`; the default suits key columns)."""
+    (:data:`SHUFFLE_BLOCK_BYTES`; the default suits key columns). ``batch_rows`` None:
+    ``ds``'s blocks as they are, for a ``ds`` read with ``Run.read(rows_per_task=...)``
+    (whose maps a bundling map would fuse into: see there)."""
     return (ds.map_batches(_add_part, fn_kwargs={"key_cols": key_cols, "n_parts": n_parts},
                            batch_format="pyarrow", batch_size=batch_rows)
             .groupby("_part", num_partitions=n_parts)
