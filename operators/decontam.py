@@ -30,10 +30,15 @@ import xxhash
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from operators.decontam_short import ShortItems, bound_names
 from operators.minhash import shingle_hashes
 from operators.schema import live_mask, mark_removed
 
 STAGE = "decontamination"
+#: items with fewer distinct shingles are also matched whole (operators.decontam_short):
+#: renaming one local variable of a function this short can leave too few shingles for
+#: the renaming-insensitive check to be reached
+WHOLE_NGRAMS = 32
 _TOKEN = re.compile(r"[A-Za-z0-9_]+")
 _DEFINES = re.compile(r"\b(?:def|function|func|fn|fun|class|struct|sub)\s+([A-Za-z_]\w*)"
                       r"\s*(?:<[^>\n]*>)?\s*\(([^)\n]*)\)?")
@@ -199,10 +204,13 @@ class DecontamIndex:
     item_sizes: np.ndarray
     labels: list[str]
 
-    #: per item, its tokens and the names its task defines (for the renaming-insensitive
+    #: per item, its tokens and the names its task binds (for the renaming-insensitive
     #: check)
     item_tokens: list = dataclasses.field(default_factory=list)
     item_names: list = dataclasses.field(default_factory=list)
+    #: (label, text) of the items with fewer than :data:`WHOLE_NGRAMS` shingles, also
+    #: matched whole (:class:`operators.decontam_short.ShortItems`)
+    short_items: list = dataclasses.field(default_factory=list)
 
     @classmethod
     def build(cls, items: list[tuple[str, str, str]], ngram: int, min_ngrams: int
@@ -211,10 +219,12 @@ class DecontamIndex:
         hashes, offsets = shingle_hashes(texts, ngram, lower=True)
         task_names: dict[str, set[str]] = {}
         for label, _, text in items:
-            task_names.setdefault(label, set()).update(defined_names(text))
-        pairs_h, pairs_i, sizes, labels, norm = [], [], [], [], []
+            task_names.setdefault(label, set()).update(bound_names(text))
+        pairs_h, pairs_i, sizes, labels, norm, short = [], [], [], [], [], []
         for k, (label, field, text) in enumerate(items):
             uniq = np.unique(hashes[offsets[k]:offsets[k + 1]])
+            if len(uniq) < WHOLE_NGRAMS:  # renaming a local can break all its shingles
+                short.append((f"{label} ({field})", text))
             if len(uniq) < min_ngrams:
                 continue
             pairs_h.append(uniq)
@@ -224,7 +234,7 @@ class DecontamIndex:
             norm.append((tokens(text), frozenset(task_names[label])))
         if not labels:
             return cls(np.zeros(0, np.uint64), np.zeros(1, np.int64), np.zeros(0, np.int64),
-                       np.zeros(0, np.int64), [], [], [])
+                       np.zeros(0, np.int64), [], [], [], short)
         h = np.concatenate(pairs_h)
         i = np.concatenate(pairs_i)
         order = np.lexsort((i, h))
@@ -232,7 +242,7 @@ class DecontamIndex:
         uniq, first = np.unique(h, return_index=True)
         starts = np.append(first, len(h)).astype(np.int64)
         return cls(uniq, starts, i, np.array(sizes, dtype=np.int64), labels,
-                   [t for t, _ in norm], [n for _, n in norm])
+                   [t for t, _ in norm], [n for _, n in norm], short)
 
     def matches(self, doc_hashes: np.ndarray) -> np.ndarray:
         """Per item, how many of its distinct shingles occur in one document."""
@@ -289,6 +299,8 @@ class Decontaminate:
         threshold: share of an item's distinct shingles a file must contain (0.5).
         min_ngrams: items with fewer distinct shingles are not indexed (8).
         screen: shared shingles that send a document to the renaming-insensitive check.
+        min_tokens: items too short for shingles are matched whole
+            (:mod:`operators.decontam_short`) from this many code tokens.
         s3: S3 settings for benchmark files on S3.
     """
 
@@ -298,6 +310,7 @@ class Decontaminate:
     threshold: float = 0.5
     min_ngrams: int = 8
     screen: int = 3
+    min_tokens: int = 10
     s3: object = None
 
     def __post_init__(self):
@@ -309,19 +322,21 @@ class Decontaminate:
                            for b in self.benchmarks]
         items = [it for b in self.benchmarks for it in benchmark_items(b, self.s3)]
         self.index = DecontamIndex.build(items, self.ngram, self.min_ngrams)
+        self.short = ShortItems(self.index.short_items, self.min_tokens)
         self.s3 = None  # credentials need not travel with the operator
 
     @property
     def n_items(self) -> int:
-        return len(self.index.labels)
+        return len(self.index.labels) + len(self.short)
 
     def scores(self, content: pa.Array) -> list[tuple[int, float] | None]:
         """Per document: (best item, share of its shingles found), or None.
 
         Stage 1, every document: exact shingles against the index (vectorised). Stage 2,
         only documents sharing at least ``screen`` shingles with an item: the same share
-        after the document's and the task's defined names are replaced by a placeholder
-        (catches renamed functions and parameters). The larger share counts."""
+        after the names the document and the candidate tasks bind (functions, parameters,
+        locals, loop variables) are replaced by a placeholder (catches renamed functions
+        and variables). The larger share counts."""
         hashes, offsets = shingle_hashes(content, self.ngram, lower=True)
         out: list[tuple[int, float] | None] = [None] * (len(offsets) - 1)
         sizes = self.index.item_sizes
@@ -338,13 +353,14 @@ class Decontaminate:
             candidates = candidates[np.argsort(-counts[candidates])][:16]  # the likeliest
             if len(candidates):
                 text = content[d].as_py()
-                doc_toks, doc_names = tokens(text), defined_names(text)
+                # one placeholder for every name the document or a candidate task binds,
+                # on both sides: the document's shingles are made once
+                names = bound_names(text).union(*(self.index.item_names[k]
+                                                  for k in candidates))
+                grams = normalised_ngrams(tokens(text), self.ngram, names)
                 for k in candidates:
-                    # the same placeholder for both sides' defined names
-                    names = doc_names | self.index.item_names[k]
                     item = normalised_ngrams(self.index.item_tokens[k], self.ngram, names)
                     if item:
-                        grams = normalised_ngrams(doc_toks, self.ngram, names)
                         frac[k] = max(frac[k], len(item & grams) / len(item))
             best = int(np.argmax(frac))
             out[d] = (best, float(frac[best]))
@@ -357,9 +373,15 @@ class Decontaminate:
         content = pc.if_else(pa.array(live), pc.fill_null(table.column("content"), ""), "")
         mask = np.zeros(table.num_rows, dtype=bool)
         detail: list[str | None] = [None] * table.num_rows
-        for i, s in enumerate(self.scores(content)):
+        for i, s in enumerate(self.scores(content) if len(self.index.labels) else []):
             if s is not None and s[1] >= self.threshold:
                 mask[i] = True
                 detail[i] = f"{self.index.labels[s[0]]} {s[1]:.2f}"
+        for i in self.short.candidates(content).tolist():
+            if not mask[i]:
+                k = self.short.find(content[i].as_py())
+                if k is not None:
+                    mask[i] = True
+                    detail[i] = f"{self.short.labels[k]} whole"
         return mark_removed(table, pa.array(mask), STAGE, "contamination",
                             pa.array(detail, pa.string()))

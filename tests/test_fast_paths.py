@@ -263,42 +263,55 @@ def test_ip_patterns_and_prefilters_match_the_plain_forms(real_texts):
     assert found > 1000
 
 
-def test_keyword_gates_change_no_finding(real_texts):
-    """Lines the gates skip yield nothing from detect-secrets' patterns or ours."""
+def _planted_suite(real_texts: list[str], n: int, seed: int) -> tuple[list[str], list[str]]:
+    """(texts, paths): the credential suite's cases and negatives, each inside a real
+    file, then real files alone (under a code path and under a configuration path)."""
+    from benchmarks.secret_suite import negatives, positives
+
+    rng = random.Random(seed)
+    cases = positives(per_kind=1, seed=seed) + negatives(seed=seed)
+    texts, paths = [], []
+    for c in rng.sample(cases, min(n, len(cases))):
+        host = rng.choice(real_texts)
+        cut = rng.randrange(len(host) + 1)
+        texts.append(host[:cut] + "\n" + c["text"] + "\n" + host[cut:])
+        paths.append(c["path"])
+    texts += real_texts[:450]
+    paths += ["lib/mod.py"] * 300 + ["conf/app.env"] * 150
+    return texts, paths
+
+
+def test_batch_gates_lose_no_finding(real_texts):
+    """The batch path (RE2 prefilter per family, the compiled line scan) redacts exactly
+    what running every detector on every text does, on real files holding the suite's
+    credentials and look-alikes in every context, and on real files alone under code and
+    configuration paths (where values need no quotes)."""
+    from operators.schema import FILE_SCHEMA, conform
+
+    texts, paths = _planted_suite(real_texts, 500, 5)
+    texts += ['TO\u212aEN = "Zx81kQ0pLm2nBv7cXz9aQ"', 'credent\u0130al = "Zx81kQ0pLm2nBv7c"',
+              'é\npassword = "hunter2hunter2"\n\u00fcber', "", "no quotes token here"]
+    paths += ["a.py"] * 5
+    t = conform(pa.table({"id": [str(i) for i in range(len(texts))],
+                          "content": pa.array(texts, pa.large_string()), "path": paths}),
+                FILE_SCHEMA)
     r = pii.Redactor()
-    r.spans("x", "a.py")  # loads the detectors
-    secrets = r._secrets
-    lines = [ln for t in real_texts for ln in t.split("\n")
-             if any(w in ln.lower() for w in pii._SECRET_LITERALS) and ("'" in ln or '"' in ln)]
-    lines += ['password = "hunter2hunter2"', "'abcdefabcdef' == my_password",
-              'auth_token = "AbCdEf0123456789xyzXYZ"', 'key_pass: "s3cr3tv4lu3"']
-    assert len(lines) > 200
-    for line in lines:
-        if not secrets.words.search(line):
-            assert not secrets.keyword_values(line, "a.py")
-        if not pii._LONG_QUOTED.search(line):
-            assert not pii._ASSIGNED_STRING.search(line)
+    batch = r(t).column("content").to_pylist()
+    direct = [r.redact(x, p)[0] for x, p in zip(texts, paths)]
+    assert batch == direct
+    assert sum(b != x for b, x in zip(batch, texts)) >= 300  # findings were made
 
 
 def test_grouped_prefilter_gives_every_pattern_masks(real_texts):
     """Two alternations, then each pattern on the rows they matched: the same per-family
     masks as every pattern on every row."""
-    from benchmarks.cleaning import KINDS, PRIVATE_KEY, make_secret, render
-
+    texts, _ = _planted_suite(real_texts, 900, 7)
     rng = random.Random(7)
-    planted = []
-    for i in range(600):
-        kind = KINDS[i % len(KINDS)]
-        if kind == "private_key":
-            planted.append(PRIVATE_KEY.format(body="MIIB" + "x" * 60))
-            continue
-        name, value = make_secret(kind, rng)
-        host = rng.choice(real_texts)
-        cut = rng.randrange(len(host) + 1)
-        planted.append(host[:cut] + "\n" + render("Python", name, value, kind) + "\n"
-                       + host[cut:])
-    texts = real_texts + planted + ["", "xoxb-1-2-abc", "sk_live_" + "a" * 24,
-                                    "abcdefghij" * 4 + "-us12", "12345678:" + "A" * 35]
+    texts += [f'V6 = "2a0{rng.randrange(10)}:' + ":".join(f"{rng.randrange(1, 65536):x}"
+                                                          for _ in range(7)) + '"'
+              for _ in range(20)]
+    texts += ["", "xoxb-1-2-abc", "sk_live_" + "a" * 24, "abcdefghij" * 4 + "-us12",
+              "12345678:" + "A" * 35]
     content = pa.array(texts + [None], pa.large_string())
     r = pii.Redactor()
     got = r.prefilter(content)
@@ -309,7 +322,7 @@ def test_grouped_prefilter_gives_every_pattern_masks(real_texts):
                                      False).to_numpy(zero_copy_only=False)
     for family in want:
         assert got[family].tolist() == want[family].tolist(), family
-    assert all(want[f].sum() > 30 for f in want)  # every family is exercised
+    assert all(want[f].sum() > 10 for f in want), {f: int(want[f].sum()) for f in want}
 
 
 def _plain_matches(index, doc_hashes: np.ndarray) -> np.ndarray:
@@ -355,25 +368,17 @@ def test_batch_keyword_lines_give_the_per_text_findings(real_texts):
     """The lines found for a whole batch in one compiled pass lead to the findings of the
     per-text line search (str.lower and str.find), on real files with planted secrets and
     on text whose non-ASCII characters lower-case to ASCII (the Kelvin sign, dotted I)."""
-    from benchmarks.cleaning import make_secret, render
-
-    rng = random.Random(11)
-    texts = []
-    for i, host in enumerate(real_texts[:300]):
-        kind = ["password", "api_key", "aws_secret", "github_token"][i % 4]
-        name, value = make_secret(kind, rng)
-        cut = rng.randrange(len(host) + 1)
-        texts.append(host[:cut] + "\n" + render("Python", name, value, kind) + "\n"
-                     + host[cut:])
+    texts, paths = _planted_suite(real_texts, 400, 11)
     texts += ['TO\u212aEN = "Zx81kQ0pLm2nBv7cXz9aQ"', 'credent\u0130al = "Zx81kQ0pLm2nBv7cXz9"',
-              'é\npassword = "hunter2hunter2"\n\u00fcber', "", "no quotes token here"]
+              'é\npassword = "hunter2hunter2"\n\u00fcber', "", "no quotes token here",
+              'x = 1  # ApI-KeY: "Zx81kQ0pLm2nBv7cXz9"', 'KEY = "Zx81kQ0pLm2nBv7cXz9"']
+    paths += ["a.py"] * 7
     r = pii.Redactor()
-    r.spans("x", "a.py")  # loads the detectors
     rows = np.arange(len(texts))
     lines = r.keyword_lines(pa.array(texts, pa.large_string()), rows, texts)
     found = 0
     for i, text in enumerate(texts):
-        plain = r._keyword_spans(text, "a.py")
-        assert r._keyword_spans(text, "a.py", lines.get(i, [])) == plain, i
+        plain = r._keyword_spans(text, paths[i])
+        assert r._keyword_spans(text, paths[i], lines.get(i, [])) == plain, i
         found += bool(plain)
-    assert found >= 200
+    assert found >= 150
