@@ -207,15 +207,21 @@ def report(data: dict) -> str:
         f"({'flat' if drv['second_half_max_MB'] <= 1.1 * drv['first_half_max_MB'] else 'growing'}).",
         f"- Spilling: {big['spilled_MB']} MB of the object store spilled to disk at "
         f"{big['scale']}x ({ref['spilled_MB']} MB at 16x).",
-        "- Where the heap grows (the per-stage table above): ingest stays flat (one task per "
-        "input file, batches cut at `read.batch_bytes`); exact dedup, near dedup and grouping "
-        "grow. Their shuffles' map tasks take bundled blocks of ~64 MB "
-        "(`flows/shuffle.SHUFFLE_BLOCK_BYTES`; without the bundling the sort shuffle's cost "
-        "grows with the square of the input blocks), and at this scale the 2 GB object store "
-        "spills. The growth is in the task workers themselves (Ray's spill/restore I/O "
-        "workers stay small, in brackets). Which part of these stages holds it (the sort's "
-        "map side on 64 MB blocks, reduce tasks merging more pieces) is not isolated yet; "
-        "smaller bundles would trade memory for the per-block cost.", "",
+        "- Where the heap goes (the per-stage table above): every stage works on pieces of "
+        "a set size (one input file per ingest task; ~64 MB read blocks into each shuffle, "
+        "`flows/shuffle.SHUFFLE_BLOCK_BYTES`; partitions sized by rows and bytes), so what "
+        "is left of the growth is how many pieces a sort-shuffle task meets (reduce tasks "
+        "merge one piece from every map block) and what a long-lived worker keeps between "
+        "tasks. Two causes were found and fixed: Ray Data fused the shuffles' bundling "
+        "`map_batches(batch_size=n)` into the read and bundled n *files* into one task (one "
+        "task read the whole corpus: 930-1,030 MB at 404x), now reads are grouped per task "
+        "(`Run.read(rows_per_task=...)`); and glibc's rising mmap threshold kept freed "
+        "large blocks in the heap, now fixed at 128 KB with two arenas "
+        "(`flows/runtime.WORKER_ENV`).",
+        "- Not yet flat: the driver, which holds the sort shuffle's bookkeeping (one entry "
+        "per map block and partition: 100 x 176 at 404x in grouping), and grouping's time "
+        "per byte, which the object store's spilling raises (the whole content passes "
+        "through it twice).", "",
         "## The plan against the run", "",
         "`arctic-curate plan` predicts from per-stage costs fitted on the 1x and 16x runs "
         "(`benchmarks/results/rates.json`, shipped with the code) and the input's size "

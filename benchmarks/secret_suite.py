@@ -69,16 +69,17 @@ FORMATS: dict = {
     "gitlab": (lambda g: "glpat-" + _r(g, URLSAFE, 20), ["GITLAB_TOKEN"], "gitlab"),
     "slack_bot": (lambda g: f"xoxb-{g.randrange(10**11, 10**12)}-{g.randrange(10**12, 10**13)}-"
                   + _r(g, ALNUM, 24), ["SLACK_BOT_TOKEN"], "slack"),
-    "slack_app": (lambda g: f"xapp-1-A{_r(g, UPPER + DIGITS, 10)}-{g.randrange(10**12, 10**13)}-"
-                  + _r(g, HEX, 64), ["SLACK_APP_TOKEN"], "slack_app"),
+    "slack_app": (lambda g: f"xapp-1-A{_r(g, UPPER + DIGITS, 10)}-"
+                  f"{g.randrange(10**12, 10**13)}-" + _r(g, HEX, 64),
+                  ["SLACK_APP_TOKEN"], "slack_app"),
     "slack_webhook": (lambda g: "https://hooks.slack.com/services/T" + _r(g, UPPER + DIGITS, 8)
                       + "/B" + _r(g, UPPER + DIGITS, 8) + "/" + _r(g, ALNUM, 24),
                       ["SLACK_WEBHOOK_URL"], "slack_hook"),
     "stripe_live": (lambda g: "sk_live_" + _r(g, ALNUM, 99), ["STRIPE_SECRET_KEY"], "stripe"),
     "stripe_restricted": (lambda g: "rk_test_" + _r(g, ALNUM, 24), ["STRIPE_API_KEY"],
                           "stripe"),
-    "openai_project": (lambda g: "sk-proj-" + _r(g, URLSAFE, 74) + "T3BlbkFJ" + _r(g, URLSAFE, 74),
-                       ["OPENAI_API_KEY", "openai_key"], "openai"),
+    "openai_project": (lambda g: "sk-proj-" + _r(g, URLSAFE, 74) + "T3BlbkFJ"
+                       + _r(g, URLSAFE, 74), ["OPENAI_API_KEY", "openai_key"], "openai"),
     "anthropic": (lambda g: "sk-ant-api03-" + _r(g, URLSAFE, 93) + "AA",
                   ["ANTHROPIC_API_KEY"], "claude"),
     "huggingface": (lambda g: "hf_" + _r(g, LOWER + UPPER, 34), ["HF_TOKEN"], "hf"),
@@ -94,8 +95,8 @@ FORMATS: dict = {
     "shopify": (lambda g: "shpat_" + _r(g, HEX, 32), ["SHOPIFY_ACCESS_TOKEN"], "shop"),
     "npm": (lambda g: "npm_" + _r(g, ALNUM, 36), ["NPM_TOKEN"], "npm"),
     "pypi": (lambda g: "pypi-AgEIcHlwaS5vcmc" + _r(g, URLSAFE, 70), ["PYPI_API_TOKEN"], "pypi"),
-    "sentry_dsn": (lambda g: f"https://{_r(g, HEX, 32)}@o{g.randrange(10**5, 10**6)}.ingest.sentry.io/"
-                   f"{g.randrange(10**6, 10**7)}", ["SENTRY_DSN"], "sentry"),
+    "sentry_dsn": (lambda g: f"https://{_r(g, HEX, 32)}@o{g.randrange(10**5, 10**6)}"
+                   f".ingest.sentry.io/{g.randrange(10**6, 10**7)}", ["SENTRY_DSN"], "sentry"),
     "discord_bot": (lambda g: "M" + _r(g, ALNUM, 25) + "." + _r(g, URLSAFE, 6) + "."
                     + _r(g, URLSAFE, 38), ["DISCORD_TOKEN"], "bot"),
     "twitter_bearer": (lambda g: "AAAAAAAAAAAAAAAAAAAAA" + _r(g, ALNUM, 80),
@@ -111,8 +112,8 @@ FORMATS: dict = {
     "jwt": (_jwt, ["JWT_TOKEN", "auth_token"], "session"),
     "password": (_password, ["DB_PASSWORD", "password", "smtp_pass"], None),
     "short_token": (lambda g: _r(g, ALNUM, 12), ["API_TOKEN", "access_token"], None),
-    "postgres_url": (lambda g: f"postgresql://app:{_password(g)}@db{g.randrange(9)}.internal:5432/app",
-                     ["DATABASE_URL"], "db"),
+    "postgres_url": (lambda g: f"postgresql://app:{_password(g)}@db{g.randrange(9)}"
+                     ".internal:5432/app", ["DATABASE_URL"], "db"),
     "mongodb_url": (lambda g: f"mongodb+srv://admin:{_password(g)}@cluster0.{_r(g, LOWER, 5)}"
                     ".mongodb.net/prod", ["MONGO_URI"], "mongo"),
     "redis_url": (lambda g: f"redis://default:{_r(g, ALNUM, 20)}@cache.internal:6379/0",
@@ -137,13 +138,16 @@ CONTEXTS: dict = {
     "python": ("app/config.py", lambda n, v: f'import os\n\n{n} = "{v}"\nDEBUG = False\n'),
     "python_call": ("app/client.py",
                     lambda n, v: f'client = Client(\n    {n.lower()}="{v}",\n    timeout=30,\n)\n'),
-    "javascript": ("src/config.js", lambda n, v: f"const {n} = '{v}';\nmodule.exports = {{ {n} }};\n"),
+    "javascript": ("src/config.js",
+                   lambda n, v: f"const {n} = '{v}';\nmodule.exports = {{ {n} }};\n"),
     "typescript": ("src/env.ts", lambda n, v: f'export const {n}: string = "{v}";\n'),
-    "go": ("cmd/main.go", lambda n, v: f'package main\n\nfunc main() {{\n\t{n} := "{v}"\n\t_ = {n}\n}}\n'),
+    "go": ("cmd/main.go",
+           lambda n, v: f'package main\n\nfunc main() {{\n\t{n} := "{v}"\n\t_ = {n}\n}}\n'),
     "java": ("src/Main.java",
              lambda n, v: f'class Main {{\n    private static final String {n} = "{v}";\n}}\n'),
     "json": ("config/settings.json",
-             lambda n, v: '{\n  "service": "api",\n  "' + n.lower() + '": ' + _json_str(v) + "\n}\n"),
+             lambda n, v: '{\n  "service": "api",\n  "' + n.lower() + '": ' + _json_str(v)
+             + "\n}\n"),
     "yaml": ("deploy/values.yaml", lambda n, v: f"app:\n  replicas: 2\n  {n.lower()}: {v}\n"),
     "dotenv": (".env", lambda n, v: f"NODE_ENV=production\n{n}={v}\nPORT=8080\n"),
     "ini": ("setup.cfg", lambda n, v: f"[credentials]\n{n.lower()} = {v}\n"),
@@ -151,13 +155,14 @@ CONTEXTS: dict = {
                    lambda n, v: f"server.port=8080\napp.{n.lower().replace('_', '.')}={v}\n"),
     "shell": ("scripts/deploy.sh", lambda n, v: f"#!/bin/sh\nexport {n}={v}\n./run.sh\n"),
     "dockerfile": ("Dockerfile", lambda n, v: f"FROM python:3.12\nENV {n}={v}\nCMD [\"app\"]\n"),
-    "xml": ("web.config", lambda n, v: f'<appSettings>\n  <add key="{n}" value="{v}" />\n</appSettings>\n'),
+    "xml": ("web.config",
+            lambda n, v: f'<appSettings>\n  <add key="{n}" value="{v}" />\n</appSettings>\n'),
     "notebook": ("analysis.ipynb", lambda n, v: json.dumps(
         {"cells": [{"cell_type": "code", "source": [f'{n} = "{v}"\n', "run()\n"]}]}, indent=1)),
     "toml": ("pyproject.toml", lambda n, v: f'[tool.app]\n{n.lower()} = "{v}"\n'),
     "terraform": ("main.tf", lambda n, v: f'provider "x" {{\n  {n.lower()} = "{v}"\n}}\n'),
-    "markdown_curl": ("README.md", lambda n, v:
-                      f'Call it:\n\n```\ncurl -H "Authorization: Bearer {v}" https://api.x.io/v1\n```\n'),
+    "markdown_curl": ("README.md", lambda n, v: 'Call it:\n\n```\ncurl -H "Authorization: '
+                      f'Bearer {v}" https://api.x.io/v1\n```\n'),
 }
 #: kinds that only make sense in some contexts (a URL is not a bearer token)
 _URL_KINDS = {"slack_webhook", "sentry_dsn", "postgres_url", "mongodb_url", "redis_url",

@@ -37,8 +37,12 @@ UNSAFE_SHUFFLES = ("hash_shuffle",)
 #: until a later allocation or free in the same thread gets round to purging them; a worker
 #: that streams many files then holds far more than one task needs (a grouping reader grew
 #: by 180 MB over 24 files at 16x the benchmark corpus). With no delay, mimalloc hands
-#: freed pages back at once.
-WORKER_ENV = {"MIMALLOC_PURGE_DELAY": "0"}
+#: freed pages back at once. Python objects go through glibc's malloc, whose threshold for
+#: serving a large block from its own mapping rises as such blocks are freed (up to 32 MB),
+#: after which they come from the heap and stay there; a fixed threshold (128 KB) and two
+#: arenas keep a worker that runs thousands of tasks near one task's peak.
+WORKER_ENV = {"MIMALLOC_PURGE_DELAY": "0", "MALLOC_MMAP_THRESHOLD_": "131072",
+              "MALLOC_ARENA_MAX": "2"}
 
 
 def export_repo_path() -> None:

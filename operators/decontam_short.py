@@ -107,6 +107,9 @@ class ShortItems:
             by_kw.setdefault(self.tokens[k][self.starts[k]], []).append(
                 re.escape(self.tokens[k][self.starts[k] + 1]))
         branches = [rf"{kw}\s+(?:{'|'.join(sorted(set(ns)))})\s*\(" for kw, ns in by_kw.items()]
+        # Python: the same per keyword, which then leads each pattern as a literal
+        self._defs = [re.compile(rf"{kw}\s+({'|'.join(sorted(set(ns)))})\s*\(")
+                      for kw, ns in by_kw.items()]
         branches += [a.removeprefix(r"\b") for a in anchors if not a.startswith(_DEF_ANCHOR)]
         self.pattern = "|".join(f"(?:{b})" for b in branches) or None
         # the other anchors, each with a literal word the text must hold first
@@ -142,10 +145,11 @@ class ShortItems:
     def find(self, text: str) -> int | None:
         """The first item ``text`` holds a copy of, or None: at each definition of a
         function some item defines, and at each match of the other anchors."""
-        for m in _DEF_ANY.finditer(text):
-            for k in self._by_name.get(m.group(1), ()):
-                if self._at(text, m.start(), k):
-                    return k
+        for rx in self._defs:
+            for m in rx.finditer(text):
+                for k in self._by_name.get(m.group(1), ()):
+                    if self._at(text, m.start(), k):
+                        return k
         for rx, word, ks in self._heads:
             if word in text:
                 for m in rx.finditer(text):

@@ -107,18 +107,19 @@ def _re2_group(pattern: str) -> str:
 
 def _token_prefilter(rule) -> list[str]:
     """What a batch prefilter looks for of a vendor rule: its own prefilter if it has one,
-    its anchors where each has 5+
-    characters (literals are cheap in RE2's DFA), else its pattern without lookarounds
-    (RE2 has none) and with each counted repetition made "at least min(n, 8)"
-    (``[a-f0-9]{64}`` becomes ``[a-f0-9]{8,}``: long counted repetitions blow up RE2's
-    DFA). Either may only match
-    more than the rule."""
+    its anchors where each has 5+ characters (literals are cheap in RE2's DFA), else its
+    pattern without lookarounds (RE2 has none) and with each counted repetition made "at
+    least min(n, 8)" (``[a-f0-9]{64}`` becomes ``[a-f0-9]{8,}``: long counted repetitions
+    blow up RE2's DFA); a bounded rule's pattern also wants no token character before it,
+    as the rule does (so base64 blobs do not send whole data files to Python). Each may
+    only match more than the rule."""
     if rule.prefilter:
         return [rule.prefilter]
     if rule.anchors and min(len(a) for a in rule.anchors) >= 5:
         return [re.escape(a) for a in rule.anchors]
-    return [re.sub(r"\{(\d+)(?:,\d*)?\}", lambda m: "{%d,}" % min(int(m.group(1)), 8),
-                   _re2(rule.regex.pattern))]
+    lead = r"(?:^|[^A-Za-z0-9_+/-])" if rule.bounded else ""
+    return [lead + re.sub(r"\{(\d+)(?:,\d*)?\}", lambda m: "{%d,}" % min(int(m.group(1)), 8),
+                          _re2(rule.regex.pattern))]
 
 
 @dataclasses.dataclass
@@ -236,7 +237,8 @@ class Redactor:
         v4, v6 = want("ipv4", "ip_address"), want("ipv6", "ip_address")
         if v4 or v6:
             out += [(s, e, k, None) for s, e, k in self._ips(text, v4, v6)]
-        return _resolve([x for x in out if x[2] is None or x[2] in self.kinds])
+        out = _resolve([x for x in out if x[2] is None or x[2] in self.kinds])
+        return _shell_quoted(text, out) if out and assign.shell_like(path) else out
 
     def _keyword_spans(self, text: str, path: str,
                        lines: list[tuple[int, str]] | None = None) -> list:
@@ -250,13 +252,10 @@ class Redactor:
                 le = text.find("\n", ls)
                 lines.append((ls, text[ls:len(text) if le < 0 else le]))
         config = assign.config_like(path)
-        quote_bare = assign.shell_like(path)
         out = []
         for ls, line in lines:
             for a, b, kind in assign.assignment_spans(line, config, self.min_entropy):
-                bare = not (a > 0 and line[a - 1] in "\"'`")
-                rep = f"'{PLACEHOLDERS[kind]}'" if bare and quote_bare else None
-                out.append((ls + a, ls + b, kind, rep))
+                out.append((ls + a, ls + b, kind, None))
         if "</" in text:
             out += [(s, e, k, None) for s, e, k in assign.xml_element_spans(
                 text, self.min_entropy)]
@@ -409,6 +408,19 @@ def _resolve(spans: list) -> list:
         if span[1] <= span[0] or (out and span[0] < out[-1][1]):
             continue
         out.append(span)
+    return out
+
+
+def _shell_quoted(text: str, spans: list) -> list:
+    """In a shell-like file, a placeholder outside quotes becomes a quoted one
+    (``KEY='<KEY>'``): ``<KEY>`` bare would be an input redirection."""
+    out = []
+    for s, e, kind, rep in spans:
+        if kind is not None and rep is None:
+            line = text[text.rfind("\n", 0, s) + 1:s]
+            if line.count('"') % 2 == 0 and line.count("'") % 2 == 0:
+                rep = f"'{PLACEHOLDERS[kind]}'"
+        out.append((s, e, kind, rep))
     return out
 
 

@@ -23,8 +23,9 @@ or a ``--flag`` anywhere; in code an unquoted value is a reference to another va
 A value counts when it is not a placeholder (``changeme``, ``<token>``, ``${VAR}``,
 ``xxxx``, ``your-api-key``...), a reference (``os.environ[...]``, ``self.x``, a call), a
 path, a URL, words (``"secret_key"``, ``"GITHUB_TOKEN"``) or a sequence (``abcdef123456``);
-a secret also needs a digit or, letters only, mixed case and an entropy of at least ``min_entropy`` bits
-per character (less for short values: a 12-character value cannot reach 4 bits). Hex digests and UUIDs count under a secret name (Heroku and Datadog keys,
+a secret also needs a digit or, letters only, mixed case and an entropy of at least
+``min_entropy`` bits per character (less for short values: a 12-character value cannot
+reach 4 bits). Hex digests and UUIDs count under a secret name (Heroku and Datadog keys,
 Twilio and GitHub OAuth secrets have those shapes); under ``hash``/``sha``/``id`` they are
 not secrets and the name already excludes them.
 """
@@ -382,8 +383,9 @@ def private_key_spans(text: str) -> list[tuple[int, int, str]]:
         body_start, body = m.start(2), m.group(2)
         if not body.strip():
             continue
-        if not re.search(r"[\"'\\]", body):
-            out.append((m.start(2), m.end(2), "private_key"))
+        if not re.search(r"[\"'\\]", body):  # the indentation around it stays (YAML)
+            lead = len(body) - len(body.lstrip())
+            out.append((body_start + lead, body_start + len(body.rstrip()), "private_key"))
             continue
         first = True
         for r in _BASE64_RUN.finditer(body):

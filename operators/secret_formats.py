@@ -6,9 +6,11 @@ A rule is ``(vendor, kind, pattern[, prefilter])``: ``vendor`` names the provide
 suite and the benchmark report recall per vendor), ``kind`` the redaction kind it counts
 under (:data:`operators.pii.KINDS`), ``pattern`` a Python regex whose group 1, if any, is
 the part to redact (else the whole match), ``prefilter`` an RE2 pattern that every match
-contains, for a pattern that starts with a character class (RE2 scans for those slowly). Patterns must stay RE2-compatible apart from lookarounds
-(:func:`operators.pii._re2` strips those for the batch prefilter), and each starts with a
-literal prefix, so that one prefilter pass over a batch finds the rows worth a closer look.
+contains, for a pattern that starts with a character class (RE2 scans for those slowly).
+Patterns must stay RE2-compatible apart from lookarounds (:func:`operators.pii._re2` strips
+those for the batch prefilter); each has anchors (:data:`ANCHORS`, or its literal prefix),
+literals one of which every match holds, so that a text is searched only for the rules
+whose anchors it contains.
 
 Formats not in this table (credentials with no distinguishing shape: Twilio auth tokens,
 Datadog keys, Heroku's legacy UUID keys, passwords) are found by the name they are assigned
@@ -160,7 +162,8 @@ ANCHORS: dict[str, tuple[str, ...]] = {
     "azure_storage": ("AccountKey", "SharedAccess"), "doppler": ("dp.",),
     "vault": ("hvs.", "hvb."), "github": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
     "gitlab": ("gl", "GR1348941"), "terraform_cloud": (".atlasv1.",),
-    "telegram": (":AA",), "mailchimp": ("-us",), "new_relic": ("NR",), "sentry": ("sntry", "sentry.io"),
+    "telegram": (":AA",), "mailchimp": ("-us",), "new_relic": ("NR",),
+    "sentry": ("sntry", "sentry.io"),
     "stripe": ("sk_", "rk_", "whsec_"), "square": ("EAAA", "sq0"), "shopify": ("shp",),
     "openai": ("sk-",), "huggingface": ("hf_", "api_org_"), "replicate": ("r8_",),
     "jwt": ("eyJ",), "grafana": ("glc_", "glsa_"), "databricks": ("dapi", "dose"),
