@@ -208,10 +208,12 @@ def shingle_hashes(content: pa.Array | pa.ChunkedArray, ngram: int, lower: bool 
     if not len(content):
         return np.zeros(0, dtype=np.uint64), starts
     data, offsets = content_buffers(content)
-    # a token takes at least one byte and a separator: at most (bytes + 1) / 2 of them
-    out = np.zeros(int(np.sum(np.diff(offsets) // 2 + 1)), dtype=np.uint64)
+    # a token takes at least one byte and a separator: at most (bytes + 1) / 2 of them;
+    # the kernel writes every entry it reports, so the buffer needs no zeroing, and the
+    # caller gets a view of it (one batch's worth: a copy would cost more than it frees)
+    out = np.empty(int(np.sum(np.diff(offsets) // 2 + 1)), dtype=np.uint64)
     _shingles(data, offsets, ngram, lower, out, starts)
-    return out[:starts[-1]].copy(), starts
+    return out[:starts[-1]], starts
 
 
 def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:

@@ -93,7 +93,7 @@ RULES: list[tuple] = [
      r"hooks\.slack\.com/(?:services|workflows|triggers)/(T[A-Z0-9]+/[A-Za-z0-9/]{10,})"),
     ("discord", "api_key",
      _B + r"([MNO][A-Za-z0-9_-]{23,25}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,38})" + _E,
-     r"[A-Za-z0-9_-]{4}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27}"),
+     r"\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27}"),
     ("discord", "api_key",
      r"discord(?:app)?\.com/api/webhooks/[0-9]+/([A-Za-z0-9_-]{60,70})"),
     ("telegram", "api_key", _B + r"([0-9]{8,10}:AA[A-Za-z0-9_-]{33})" + _E,
@@ -117,7 +117,7 @@ RULES: list[tuple] = [
     ("shopify", "api_key", _B + r"(shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32})" + _E),
     # e-mail and SMS
     ("sendgrid", "api_key", _B + r"(SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})" + _E),
-    ("mailchimp", "api_key", _B + r"([0-9a-f]{32}-us[0-9]{1,2})" + _E, r"[0-9a-f]{4}-us[0-9]"),
+    ("mailchimp", "api_key", _B + r"([0-9a-f]{32}-us[0-9]{1,2})" + _E, r"-us[0-9]"),
     ("mailgun", "api_key", _B + r"(key-[0-9a-f]{32})" + _E),
     ("twilio", "api_key", _B + r"(SK[0-9a-fA-F]{32})" + _E),
     # AI platforms
