@@ -33,12 +33,16 @@ from test_flow import s3_client, upload_dir
 
 pytestmark = pytest.mark.slow
 
-#: a small run of every phase: the test corpus, a fixed head, a phase-3 slice of one wave
+#: a small run of every phase: the test corpus, a fixed head, a phase-3 slice of one wave.
+#: One request per engine call: vLLM's output for a request may change with the other
+#: requests of its batch, and which rows make up a batch follows the timing of blocks
+#: (a cluster's, a lost node's retry), so only single-request calls are the same in
+#: every run (a CI run saw one of eight answers change with batches of eight)
 BASE = {
     "ray": {"object_store_memory_mb": 600},
     "phase2": {"budget_ratio": 0.3, "epochs": 2, "bins": 64, "threads": 1},
     "phase3": {"budget_tokens": 300, "max_tokens": 256, "max_waves": 1,
-               "max_requests_per_wave": 8, "min_requests_per_wave": 8, "batch_requests": 8},
+               "max_requests_per_wave": 8, "min_requests_per_wave": 8, "batch_requests": 1},
 }
 #: the GPU stages as flows/configs/cluster.yaml places them (a logical GPU per node here)
 ON_GPU_NODES = {
