@@ -80,14 +80,30 @@ def plant(host: str, snippet: str, rng: random.Random) -> str:
 
 
 # -- decontamination --------------------------------------------------------------------------
+def reformat(code: str) -> str:
+    """A light edit: 2-space indentation, blank lines dropped."""
+    return "\n".join(re.sub(r"^((?:    )+)", lambda m: "  " * (len(m.group(1)) // 4), ln)
+                     for ln in code.split("\n") if ln.strip())
+
+
+def rename_local(code: str) -> str:
+    """A light edit: one name the code binds, other than its function, renamed."""
+    from operators.decontam_short import bound_names
+
+    fn = re.search(r"def (\w+)", code).group(1).lower()
+    names = sorted(bound_names(code) - {fn})
+    return re.sub(rf"\b{names[0]}\b", names[0] + "_x", code) if names else code
+
+
+def mbpp_solution(p: dict) -> str:
+    """A HumanEval problem's whole function without its docstring: MBPP's ``code``."""
+    return re.search(r"^def .*?:\s*$", p["prompt"], re.M).group(0) + "\n" + p[
+        "canonical_solution"]
+
+
 def humaneval_variants(p: dict) -> dict[str, str]:
     exact = p["prompt"] + p["canonical_solution"]
     renamed = re.sub(rf"\b{re.escape(p['entry_point'])}\b", "solve_task", exact)
-
-    def reformat(code: str) -> str:
-        return "\n".join(re.sub(r"^((?:    )+)", lambda m: "  " * (len(m.group(1)) // 4), ln)
-                         for ln in code.split("\n") if ln.strip())
-
     heavy = renamed
     sig = re.search(r"def solve_task\((.*?)\)", heavy)
     for arg in re.findall(r"(\w+)\s*(?::[^,]*)?(?:,|$)", sig.group(1) if sig else ""):
@@ -124,30 +140,19 @@ def mbpp_file(path: Path) -> Path:
 
     with open(path, "w") as f:
         for task, p in read_problems().items():
-            sig = re.search(r"^def .*?:\s*$", p["prompt"], re.M).group(0)
             f.write(json.dumps({"task_id": int(task.split("/")[1]),
                                 "text": p["entry_point"], "test_list": [],
-                                "code": sig + "\n" + p["canonical_solution"]}) + "\n")
+                                "code": mbpp_solution(p)}) + "\n")
     return path
 
 
 def user_benchmark(real: list[dict], hosts: list[dict], rng: random.Random) -> dict:
     import tempfile
 
-    from operators.decontam_short import bound_names
-
     with tempfile.TemporaryDirectory() as tmp:
         path = mbpp_file(Path(tmp) / "mbpp.jsonl")
         d = Decontaminate(benchmarks=[BenchmarkSource("mbpp", str(path))])
         codes = [json.loads(line)["code"] for line in open(path)]
-
-    def rename_local(code: str) -> str:
-        fn = re.search(r"def (\w+)", code).group(1).lower()
-        names = sorted(bound_names(code) - {fn})
-        return re.sub(rf"\b{names[0]}\b", names[0] + "_x", code) if names else code
-
-    def reformat(code: str) -> str:
-        return "\n".join(ln.replace("    ", "  ") for ln in code.split("\n") if ln.strip())
 
     out = {"MBPP-format file: items (matched whole)": f"{d.n_items} ({len(d.short)})"}
     for variant, edit in (("verbatim", str), ("reformatted", reformat),

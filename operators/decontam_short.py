@@ -33,7 +33,6 @@ _CODE = re.compile(r"#[^\n]*|[A-Za-z_]\w*|\d[\w.]*|\"(?:[^\"\\\n]|\\.)*\"|'(?:[^
 _IDENT = re.compile(r"[A-Za-z_]\w*$")
 _KEYWORDS = frozenset(keyword.kwlist) | {"function", "func", "fn", "fun", "var", "let", "const"}
 _DEF = frozenset({"def", "function", "func", "fn", "fun", "sub"})
-_DEF_ANCHOR = r"\b(?:"  # how a definition anchor starts (see ShortItems._anchor)
 _DEF_ANY = re.compile(r"(?:def|function|func|fn|fun|sub)\s+([A-Za-z_]\w*)\s*\(")
 
 # what a text binds, besides defined functions and their parameters
@@ -82,8 +81,9 @@ class ShortItems:
         self.tokens: list[list[str]] = []
         self.bound: list[frozenset] = []
         self.starts: list[int] = []  # the item token its anchor begins at
-        anchors: dict[str, list[int]] = {}
         self._by_name: dict[str, list[int]] = {}  # function name -> items defining it
+        by_kw: dict[str, set[str]] = {}  # definition keyword -> function names (escaped)
+        heads: dict[str, list[int]] = {}  # head anchor -> items
         for label, text in items:
             toks = code_tokens(text)
             if len(toks) < min_tokens:
@@ -91,46 +91,32 @@ class ShortItems:
             bound = frozenset(bound_names(text))
             if len(toks) < renamable_tokens and not _distinctive(toks, bound, text):
                 bound = frozenset()  # a generic shape: only a verbatim copy counts
-            anchor, start = self._anchor(toks, bound)
-            if anchor is None:
-                continue
-            self.starts.append(start)
-            anchors.setdefault(anchor, []).append(len(self.labels))
-            if anchor.startswith(_DEF_ANCHOR):
+            start = _definition(toks)
+            if start is None:
+                head = _head_anchor(toks, bound)
+                if head is None:
+                    continue
+                heads.setdefault(head, []).append(len(self.labels))
+                start = 0
+            else:
+                by_kw.setdefault(toks[start], set()).add(re.escape(toks[start + 1]))
                 self._by_name.setdefault(toks[start + 1], []).append(len(self.labels))
+            self.starts.append(start)
             self.labels.append(label)
             self.tokens.append(toks)
             self.bound.append(bound)
+        names = {kw: "|".join(sorted(ns)) for kw, ns in by_kw.items()}
         # for RE2, one branch per definition keyword and no \b (both slow it down 4x)
-        by_kw: dict[str, list[str]] = {}
-        for k in sorted({i for ks in self._by_name.values() for i in ks}):
-            by_kw.setdefault(self.tokens[k][self.starts[k]], []).append(
-                re.escape(self.tokens[k][self.starts[k] + 1]))
-        branches = [rf"{kw}\s+(?:{'|'.join(sorted(set(ns)))})\s*\(" for kw, ns in by_kw.items()]
-        # Python: the same per keyword, which then leads each pattern as a literal
-        self._defs = [re.compile(rf"{kw}\s+({'|'.join(sorted(set(ns)))})\s*\(")
-                      for kw, ns in by_kw.items()]
-        branches += [a.removeprefix(r"\b") for a in anchors if not a.startswith(_DEF_ANCHOR)]
+        branches = [rf"{kw}\s+(?:{ns})\s*\(" for kw, ns in names.items()]
+        branches += [a.removeprefix(r"\b") for a in heads]
         self.pattern = "|".join(f"(?:{b})" for b in branches) or None
+        # Python: the same per keyword, which then leads each pattern as a literal
+        self._defs = [re.compile(rf"{kw}\s+({ns})\s*\(") for kw, ns in names.items()]
         # the other anchors, each with a literal word the text must hold first
         self._heads = [(re.compile(a), max((t for t in self.tokens[ks[0]][:3]
                                             if _codeish(t) and t.lower()
                                             not in self.bound[ks[0]]), key=len), ks)
-                       for a, ks in anchors.items() if not a.startswith(_DEF_ANCHOR)]
-
-    @staticmethod
-    def _anchor(toks: list[str], bound: frozenset) -> tuple[str | None, int]:
-        """A regex for the item's first tokens and the token it begins at: ``def <name>
-        (`` for a function (its name literal), else its first three tokens with bound
-        names as any identifier; None when that leaves no literal word."""
-        for i, t in enumerate(toks[:-2]):
-            if t in _DEF and _IDENT.match(toks[i + 1]) and toks[i + 2] == "(":
-                return rf"{_DEF_ANCHOR}{t})\s+{re.escape(toks[i + 1])}\s*\(", i
-        head = toks[:3]
-        parts = [r"[A-Za-z_]\w*" if t.lower() in bound else re.escape(t) for t in head]
-        if not any(t.lower() not in bound and _codeish(t) for t in head):
-            return None, 0  # "return x +", "Return the": anywhere; not worth a look
-        return (r"\b" if _IDENT.match(head[0]) else "") + r"\s*".join(parts), 0
+                       for a, ks in heads.items()]
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -162,6 +148,25 @@ class ShortItems:
         toks = self.tokens[k]
         window = code_tokens(text[pos:pos + 4 * sum(map(len, toks)) + 400])
         return _same(toks[self.starts[k]:], window, self.bound[k])
+
+
+def _definition(toks: list[str]) -> int | None:
+    """Where the item defines a function (``def <name> (``: its anchor, the name
+    literal), or None."""
+    for i, t in enumerate(toks[:-2]):
+        if t in _DEF and _IDENT.match(toks[i + 1]) and toks[i + 2] == "(":
+            return i
+    return None
+
+
+def _head_anchor(toks: list[str], bound: frozenset) -> str | None:
+    """A regex for an item without a definition: its first three tokens, bound names as
+    any identifier; None when none of them is an identifier no prose has."""
+    head = toks[:3]
+    if not any(t.lower() not in bound and _codeish(t) for t in head):
+        return None  # "return x +", "Return the": anywhere; not worth a look
+    parts = [r"[A-Za-z_]\w*" if t.lower() in bound else re.escape(t) for t in head]
+    return (r"\b" if _IDENT.match(head[0]) else "") + r"\s*".join(parts)
 
 
 def _codeish(t: str) -> bool:

@@ -192,8 +192,8 @@ def plausible(value: str, kind: str, min_entropy: float = 4.0) -> bool:
             set(value)) < 4:
         return False
     low = value.lower()
-    if any(low in s or s.startswith(low.rstrip("0123456789")) and len(low) > 3 and
-           low.rstrip("0123456789") for s in _SEQUENCES):
+    stem = low.rstrip("0123456789")  # "abcdef123": a run of a sequence, then digits
+    if any(low in s or (len(low) > 3 and stem and s.startswith(stem)) for s in _SEQUENCES):
         return False
     if kind == "password" or any(c.isdigit() for c in value):
         return True

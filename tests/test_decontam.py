@@ -15,20 +15,14 @@ import re
 import pyarrow as pa
 import pytest
 
+from benchmarks.cleaning import mbpp_solution, reformat, rename_local
 from operators.decontam import BenchmarkSource, Decontaminate, _packaged
-from operators.decontam_short import bound_names
 from operators.schema import FILE_SCHEMA, conform
 
 
 def _problems() -> list[dict]:
     with gzip.open(_packaged("humaneval"), "rt") as f:
         return [json.loads(line) for line in f]
-
-
-def _solution(p: dict) -> str:
-    """A problem's whole function without its docstring: MBPP's ``code`` shape."""
-    sig = re.search(r"^def .*?:\s*$", p["prompt"], re.M).group(0)
-    return sig + "\n" + p["canonical_solution"]
 
 
 def _first_line(p: dict) -> str:
@@ -52,17 +46,6 @@ def _table(texts: list[str]) -> pa.Table:
                              "path": ["m.py"] * len(texts)}), FILE_SCHEMA)
 
 
-def _rename_local(code: str) -> str:
-    """One bound name other than the function's renamed (a light edit)."""
-    fn = re.search(r"def (\w+)", code).group(1).lower()
-    names = sorted(bound_names(code) - {fn})
-    return re.sub(rf"\b{names[0]}\b", names[0] + "_x", code) if names else code
-
-
-def _reformat(code: str) -> str:
-    return "\n".join(ln.replace("    ", "  ") for ln in code.split("\n") if ln.strip())
-
-
 def _removed(d: Decontaminate, texts: list[str]) -> list[bool]:
     return [r == "contamination" for r in d(_table(texts)).column("removed_reason").to_pylist()]
 
@@ -74,22 +57,22 @@ def test_user_benchmark_files_catch_short_and_edited_solutions(tmp_path, hosts, 
     with open(path, "w") as f:
         for p in problems:
             n = int(p["task_id"].split("/")[1])
-            row = ({"task_id": n, "text": _first_line(p), "code": _solution(p),
+            row = ({"task_id": n, "text": _first_line(p), "code": mbpp_solution(p),
                     "test_list": []} if fmt == "mbpp" else
                    {"problem_id": n, "question": _first_line(p),
-                    "solutions": json.dumps([_solution(p)])})
+                    "solutions": json.dumps([mbpp_solution(p)])})
             f.write(json.dumps(row) + "\n")
     d = Decontaminate(benchmarks=[BenchmarkSource(fmt, str(path))])
     assert len(d.short) > 100  # most solutions are too short for shingles alone
     rng = random.Random(1)
     recall = {}
-    for variant, edit in (("verbatim", str), ("reformatted", _reformat),
-                          ("renamed local", _rename_local)):
+    for variant, edit in (("verbatim", str), ("reformatted", reformat),
+                          ("renamed local", rename_local)):
         texts = []
         for p in problems:
             host = rng.choice(hosts)
             cut = host.find("\n", rng.randrange(len(host))) + 1
-            texts.append(host[:cut] + "\n" + edit(_solution(p)) + "\n" + host[cut:])
+            texts.append(host[:cut] + "\n" + edit(mbpp_solution(p)) + "\n" + host[cut:])
         recall[variant] = sum(_removed(d, texts)) / len(texts)
     assert recall["verbatim"] == 1.0 and recall["reformatted"] == 1.0, recall
     # a renamed one-liner of builtins only (def add(x, y): return x + y) is any code of
