@@ -47,9 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import base_corpus  # noqa: E402
-from operators.code_filters import CODE_FILTERS  # noqa: E402
 from operators.decontam import BenchmarkSource, Decontaminate  # noqa: E402
-from operators.filters import BasicFilters  # noqa: E402
+from operators import registry  # noqa: E402
 from operators.pii import KINDS, Redactor  # noqa: E402
 from operators.sample_corpus import build_sample_corpus  # noqa: E402
 from operators.schema import FILE_SCHEMA, conform  # noqa: E402
@@ -277,7 +276,8 @@ def throughput(real: list[dict]) -> dict[str, float]:
     t = table(real)
     mb = sum(len(r["content"].encode()) for r in real) / 1e6
     t = TokenCounter()(t)
-    ops = {"basic_filters": BasicFilters(), **{k: v() for k, v in CODE_FILTERS.items()},
+    filters = [c for c in registry.INGEST if c.stage in ("basic_filters", "code_filters")]
+    ops = {**{c.name: c() for c in filters},
            "decontamination (HumanEval)": Decontaminate(), "redaction": Redactor(),
            "token count (SmolLM2 BPE)": TokenCounter()}
     return {"MB": round(mb, 1), "MB_s": {name: round(mb / _best(op, t), 1)

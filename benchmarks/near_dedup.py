@@ -175,7 +175,6 @@ def ours_near_dedup(corpus: Path, out: Path, verify: bool, log=None,
     from flows.runtime import Run
     from flows.settings import load_settings
     from flows.shuffle import anti_join, partition_count
-    from operators.filters import ContentChecks
     from operators.schema import FILE_SCHEMA, LEDGER_SCHEMA
 
     # partitions sized down so that these 10-160 MB corpora run in the regime a large
@@ -188,7 +187,7 @@ def ours_near_dedup(corpus: Path, out: Path, verify: bool, log=None,
 
     def sign(r):
         p1 = settings.phase1
-        ops = [ContentChecks(max_file_bytes=p1.max_file_bytes), p1.near_dedup.build()]
+        ops = [p1.content_checks, p1.near_dedup]
         r.write(read_files(r, ops), "_work/clean")
 
     def apply(r):

@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flows.runtime import Run
-from operators import storage
+from flows.settings import code_fingerprint
+from operators import registry, storage
 from operators.schema import DOC_SCHEMA, LEDGER_SCHEMA
 
 PACKAGES = ("ray", "pyarrow", "transformers", "tokenizers", "torch", "datasketch", "s3fs",
@@ -23,8 +24,9 @@ PACKAGES = ("ray", "pyarrow", "transformers", "tokenizers", "torch", "datasketch
 
 
 def grouped_sums(ds, keys, sums=()) -> list[dict]:
-    """Grouped count and sums: each block aggregates itself in a task, the driver merges
-    the per-block partials (blocks × groups rows, never the data)."""
+    """Grouped count and sums (integers stay integers): each block aggregates itself in a
+    task, the driver merges the per-block partials (blocks × groups rows, never the
+    data)."""
 
     def partial(t: pa.Table) -> pa.Table:
         t = t.append_column("_one", pa.array([1] * t.num_rows, pa.int64()))
@@ -39,7 +41,7 @@ def grouped_sums(ds, keys, sums=()) -> list[dict]:
                                     **{f"sum({c})": 0 for c in sums}})
         m["count()"] += int(r["_one_sum"])
         for c in sums:
-            m[f"sum({c})"] += int(r[f"{c}_sum"] or 0)
+            m[f"sum({c})"] += r[f"{c}_sum"] or 0
     return [merged[k] for k in sorted(merged, key=str)]
 
 
@@ -101,11 +103,12 @@ def phase1_counts(run: Run, stage_order: list[str], dedup_stages: list[str]) -> 
     dedup_removed_tokens = sum(v["tokens"] for st in dedup_stages
                                for v in removed.get(st, {}).values())
     tokens_in = None
+    counted_from = registry.first_stage_after("n_tokens")
     for st in stage_order:
         gone = removed.get(st, {})
         r_rows = sum(v["rows"] for v in gone.values())
         r_tok = sum(v["tokens"] for v in gone.values())
-        if st == "basic_filters":  # first stage after token counting: all ingest removals
+        if st == counted_from:  # the first stage after token counting: all ingest removals
             tokens_in = live_tokens + sum(
                 v["tokens"] for s in stage_order[stage_order.index(st):]
                 if s not in dedup_stages for v in removed.get(s, {}).values())
@@ -134,10 +137,41 @@ def phase1_counts(run: Run, stage_order: list[str], dedup_stages: list[str]) -> 
         "files_in_documents": doc_files,
         "tokens": doc_tokens,
         "redaction": redaction_counts(run),
+        "operators": operator_stats(run, removed),
         "conservation": {
             "input_rows": input_rows, "rows_in_documents": doc_files,
             "removed_rows": removed_rows, "ok": input_rows == doc_files + removed_rows},
     }
+
+
+def operator_stats(run: Run, removed: dict) -> list[dict]:
+    """Per operator of the ingest map, in order (the reader first): task seconds summed
+    over the batches, live rows and content bytes in and out, and its removals by reason
+    (from the ledger, so the dedup stages count theirs)."""
+
+    def flat(t: pa.Table) -> pa.Table:
+        stats = pc.list_flatten(t.column("op_stats").combine_chunks())
+        return pa.table({f.name: stats.field(f.name) for f in stats.type})
+
+    parts = run.read("_work/clean", columns=["op_stats"]).map_batches(
+        flat, batch_format="pyarrow")
+    cols = ["seconds", "rows_in", "rows_out", "bytes_in", "bytes_out"]
+    sums = {r["op"]: r for r in grouped_sums(parts, ["op"], cols)}
+    owner = {**registry.owners(), **{(registry.READ_STAGE, r): registry.READ_STAGE
+                                     for r in removed.get(registry.READ_STAGE, {})}}
+    ran = [registry.READ_STAGE] + [c.name for c in registry.INGEST]
+    out = []
+    for name in ran:
+        if name not in sums:
+            continue
+        s = sums[name]
+        gone = {reason: v for (stage, reason), op in owner.items() if op == name
+                for r, v in removed.get(stage, {}).items() if r == reason}
+        out.append({"name": name, "seconds": round(s["sum(seconds)"], 3),
+                    **{c: int(s[f"sum({c})"]) for c in cols[1:]},
+                    "rows_removed": sum(v["rows"] for v in gone.values()),
+                    "removed_by_reason": gone})
+    return out
 
 
 def package_versions() -> dict:
@@ -193,6 +227,8 @@ def write_manifest(run: Run, sections: dict) -> dict:
         "input": public_uri(run.input_uri),
         "output": public_uri(run.output_uri),
         "config_hash": run.config_hash,
+        #: with the config, what the hash is made of (flows.settings.code_fingerprint)
+        "code_fingerprint": code_fingerprint(),
         "config": run.settings.public(),
         "timings_s": run.timings,
         "stage_seconds": stage_seconds(run),

@@ -21,6 +21,7 @@ import ray.data
 
 from flows.faults import maybe_die
 from flows.manifest import grouped_sums
+from flows.phases import MissingPhaseInput
 from flows.runtime import Run
 from operators import storage
 from operators.mixture import (breakdown, expand, merge_breakdowns, plan_phase, sha256,
@@ -28,10 +29,6 @@ from operators.mixture import (breakdown, expand, merge_breakdowns, plan_phase, 
 from operators.schema import DOC_SCHEMA
 
 DOC_COLS = ["doc_id", "text", "lang", "repo", "n_tokens", "epoch", "quality"]
-
-
-class MissingMixtureInput(RuntimeError):
-    """A mixture phase reads a flow output that is not there."""
 
 
 def _first_epoch(t: pa.Table) -> pa.Table:
@@ -90,7 +87,7 @@ def mix_phase(run: Run, phase: str) -> dict:
     comps = m.components(phase)
     for c in comps:
         if not run.exists(c.input) or not run.exists(f"_stages/{_producer(c.input)}/_SUCCESS"):
-            raise MissingMixtureInput(
+            raise MissingPhaseInput(
                 f"mixture phase {phase} reads {c.input}/ ({c.source}), which is not under "
                 f"{run.output_uri}: run that phase first, or leave phase {phase} out of "
                 "mixture.include")
@@ -166,5 +163,6 @@ def mixture_stage(run: Run) -> dict:
 
 
 def run_mixture(run: Run) -> dict:
+    """The mixture's stage; its section of the manifest."""
     run.stage("mixture", mixture_stage)
     return run.stage_info["mixture"]

@@ -28,7 +28,6 @@ from flows.runtime import Run
 from flows.shuffle import (KEY_BLOCK_ROWS, SHUFFLE_PARTITION_BYTES, block_rows,
                            partition_count, partitioned)
 from operators import components as cc
-from operators.minhash import optimal_lsh
 from operators.schema import LEDGER_SCHEMA, conform
 
 JOIN_COLS = ["id", "repo", "path", "lang", "n_tokens", "size_bytes", "source"]
@@ -135,7 +134,7 @@ def near_dedup(run: Run, live_rows: int, source: str = "_work/clean",
     ``minhash`` when verifying), leaving out the ids of the ``exclude`` ledgers; written
     to ``out`` with ``stage``. Settings: phase 1's ``near_dedup`` unless given."""
     s = settings or run.settings.phase1.near_dedup
-    bands, rows = (s.bands, s.rows) if s.bands else optimal_lsh(s.threshold, s.num_perm)
+    bands, rows = s.lsh
     info: dict = {"threshold": s.threshold, "num_perm": s.num_perm, "ngram": s.ngram,
                   "bands": bands, "rows": rows, "verify": s.verify}
     nodes = run.read(source, columns=["id", "license", "stars", "lsh_bands"], live=True,

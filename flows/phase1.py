@@ -27,38 +27,68 @@ contamination.
 
 from __future__ import annotations
 
+import time
+
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import ray.data
 
 from flows.faults import maybe_die
-from flows.runtime import Run, release_memory
-from operators.dedup import ContentHasher, choose_representatives
-from operators.filters import ContentChecks, LanguageFilter
+from flows.manifest import phase1_counts
 from flows.near_dedup import near_dedup
+from flows.phases import DEDUP_STAGES
+from flows.runtime import Run, release_memory
 from flows.shuffle import (KEY_BLOCK_ROWS, block_rows, partition_count, partitioned,
                            rows_and_bytes)
+from operators import registry, storage
+from operators.dedup import choose_representatives
 from operators.grouping import RepoDocumentBuilder, group_key_repo
 from operators.io import INPUT_SUFFIXES, FileReader
-from operators.schema import (FILE_SCHEMA, KEY_COLUMNS, LEDGER_SCHEMA, conform,
+from operators.schema import (FILE_SCHEMA, KEY_COLUMNS, LEDGER_SCHEMA, conform, live_mask,
                               tombstone_columns, tombstones_to_ledger)
-from operators import storage
 from operators.storage import list_files
-from operators.tokens import TokenCounter
 
 #: ledger stages in pipeline order (the manifest's funnel follows it)
-STAGE_ORDER = ["read", "content_checks", "language", "basic_filters", "code_filters",
-               "decontamination", "exact_dedup", "near_dedup"]
-DEDUP_STAGES = ["exact_dedup", "near_dedup"]
+STAGE_ORDER = registry.ledger_stages()
+
+#: per batch of the ingest map, on its first row: each operator's seconds and the live rows
+#: and content bytes before and after it (the reader's as ``read``)
+OP_STATS_TYPE = pa.list_(pa.struct([
+    ("op", pa.string()), ("seconds", pa.float64()), ("rows_in", pa.int64()),
+    ("rows_out", pa.int64()), ("bytes_in", pa.int64()), ("bytes_out", pa.int64())]))
+
+
+def _live_totals(table: pa.Table) -> tuple[int, int]:
+    live = live_mask(table)
+    size = pc.sum(pc.binary_length(pc.fill_null(table.column("content"), ""))).as_py() or 0
+    return int(pc.sum(live).as_py() or 0), int(size)
 
 
 def _read_and_clean(batch: pa.Table, reader: FileReader, ops: list):
-    """One input file (a one-row batch of paths) → cleaned canonical batches."""
+    """One input file (a one-row batch of paths) → cleaned canonical batches, each with
+    its operators' stats (:data:`OP_STATS_TYPE`)."""
     maybe_die("ingest")
-    for table in reader(batch):
+    batches = iter(reader(batch))
+    while True:
+        t = time.perf_counter()
+        table = next(batches, None)
+        if table is None:
+            break
+        rows, size = _live_totals(table)
+        stats = [{"op": registry.READ_STAGE, "seconds": time.perf_counter() - t,
+                  "rows_in": table.num_rows, "rows_out": rows, "bytes_in": size,
+                  "bytes_out": size}]
         for op in ops:
+            t = time.perf_counter()
             table = op(table)
-        yield table
+            seconds = time.perf_counter() - t
+            out_rows, out_size = _live_totals(table)
+            stats.append({"op": op.name, "seconds": seconds, "rows_in": rows,
+                          "rows_out": out_rows, "bytes_in": size, "bytes_out": out_size})
+            rows, size = out_rows, out_size
+        column = pa.array([stats] + [None] * (table.num_rows - 1), OP_STATS_TYPE)
+        yield table.append_column("op_stats", column)
     release_memory()
 
 
@@ -89,21 +119,12 @@ def read_files(run: Run, ops: list) -> ray.data.Dataset:
 
 
 def ingest(run: Run) -> None:
-    p1 = run.settings.phase1
-    ops = [ContentChecks(max_file_bytes=p1.max_file_bytes),
-           LanguageFilter(languages=tuple(p1.languages))]
-    if p1.redaction.enabled:  # first, so filters and token counts see the final text
-        ops.append(p1.redaction.build())
-    ops += [TokenCounter(tokenizer=run.settings.tokenizer),
-            p1.basic_filters.build(),
-            *p1.build_code_filters()]
-    if p1.decontamination.enabled:
-        decontam = p1.decontamination.build(run.settings.s3)
-        run.log(f"ingest: decontamination against {decontam.n_items} benchmark items")
-        ops.append(decontam)
-    ops.append(ContentHasher())
-    if p1.near_dedup.enabled:  # signatures in the same pass over the content
-        ops.append(p1.near_dedup.build())
+    s = run.settings
+    ops = s.phase1.bound(tokenizer=s.tokenizer, s3=s.s3)
+    run.log("ingest: " + " → ".join(op.name for op in ops))
+    for op in ops:
+        if hasattr(op, "n_items"):
+            run.log(f"ingest: {op.name} against {op.n_items} benchmark items")
     run.write(read_files(run, ops), "_work/clean")
     ledger = run.read("_work/clean", columns=tombstone_columns(), live=False)
     run.write(ledger.map_batches(tombstones_to_ledger, batch_format="pyarrow"),
@@ -111,7 +132,7 @@ def ingest(run: Run) -> None:
 
 
 def exact_dedup(run: Run) -> None:
-    s = run.settings.phase1.exact_dedup
+    s = run.settings.phase1.operators["exact_dedup"]
     n_rows = live_rows(run)
     keys = run.read("_work/clean", columns=KEY_COLUMNS, live=True,
                     rows_per_task=KEY_BLOCK_ROWS, total_rows=n_rows)
@@ -175,12 +196,13 @@ STAGES = [("ingest", ingest), ("exact_dedup", exact_dedup), ("near_dedup", near_
           ("grouping", grouping)]
 
 
-def run_phase1(run: Run) -> None:
-    p1 = run.settings.phase1
-    enabled = {"exact_dedup": p1.exact_dedup.enabled, "near_dedup": p1.near_dedup.enabled}
+def run_phase1(run: Run) -> dict:
+    """Phase 1's stages; its section of the manifest."""
+    ops = run.settings.phase1.operators
     for name, fn in STAGES:
-        if not enabled.get(name, True):
+        if name in ops and not ops[name].enabled:
             run.log(f"{name}: disabled in the config")
             storage.remove_dir(run.fs, run.path(f"removed/{name}"))
             continue
         run.stage(name, fn)
+    return phase1_counts(run, STAGE_ORDER, DEDUP_STAGES)

@@ -23,6 +23,7 @@ import ray.data
 
 from flows.manifest import grouped_sums
 from flows.faults import maybe_die
+from flows.phases import DEDUP_STAGES, FILE_COLS, require
 from flows.runtime import Run, actor_resources
 from flows.shuffle import anti_join, block_rows, partition_count
 from operators import storage
@@ -32,7 +33,6 @@ from operators.schema import FILE_SCHEMA, LEDGER_SCHEMA
 from operators.select import (histogram, language_budgets, merge_histograms, select,
                               thresholds)
 
-FILE_COLS = ["id", "content", "path", "n_tokens", "lang", "repo", "source"]
 
 
 class Scorer(QualityScorer):
@@ -57,7 +57,7 @@ def load_head(run: Run) -> QualityHead:
 
 def phase1_files(run: Run) -> ray.data.Dataset:
     """The files phase 1 kept, with content: live rows minus the dedup removals."""
-    from flows.phase1 import DEDUP_STAGES, live_totals
+    from flows.phase1 import live_totals
 
     rows = run.read("_work/clean", columns=FILE_COLS, live=True)
     gone = [run.read(f"removed/{s}", columns=["id"], schema=LEDGER_SCHEMA)
@@ -168,14 +168,9 @@ def select_stage(run: Run) -> dict:
 STAGES = [("score", score), ("select", select_stage)]
 
 
-class MissingPhaseInput(RuntimeError):
-    """A phase was asked for without the output of the phase it builds on."""
-
-
 def run_phase2(run: Run) -> dict:
-    if not run.exists("_stages/grouping/_SUCCESS"):
-        raise MissingPhaseInput(f"phase 2 needs a phase-1 output under {run.output_uri} "
-                           "(run --phases 1 first, with the same config)")
+    """Phase 2's stages; its section of the manifest."""
+    require(run, "grouping", "2", "1")
     for name, fn in STAGES:
         run.stage(name, fn)
     return {"score": run.stage_info.get("score", {}), **run.stage_info.get("select", {})}

@@ -36,12 +36,12 @@ import ray.data
 
 from flows.manifest import grouped_sums
 from flows.near_dedup import near_dedup
-from flows.phase2 import FILE_COLS, MissingPhaseInput
 from flows.faults import maybe_die
+from flows.phases import FILE_COLS, require
 from flows.runtime import Run, actor_resources
 from flows.shuffle import (KEY_BLOCK_ROWS, anti_join, block_rows, partition_count, partitioned,
                            rows_and_bytes)
-from operators.dedup import ContentHasher, choose_representatives
+from operators.dedup import choose_representatives
 from operators.llm import VLLMGenerator
 from operators.schema import DOC_SCHEMA, FILE_SCHEMA, LEDGER_SCHEMA, conform, \
     tombstones_to_ledger
@@ -81,7 +81,7 @@ def _prepare_seeds(t: pa.Table, ops: list) -> pa.Table:
 
 def seeds_stage(run: Run) -> dict:
     p1 = run.settings.phase1
-    ops = [ContentHasher(), p1.near_dedup.build()]
+    ops = [p1.exact_dedup, p1.near_dedup]
     seeds = run.read("_work/selected", columns=FILE_COLS)
     run.write(seeds.map_batches(_prepare_seeds, fn_kwargs={"ops": ops},
                                 batch_format="pyarrow"), "_work/synth_seeds")
@@ -165,15 +165,11 @@ def request_counts(t: pa.Table, plan: dict[str, tuple[int, int]], seed: int, wav
 def build_validator(run: Run) -> SynthValidator:
     s = run.settings
     p1, p3 = s.phase1, s.phase3
-    ops = []
-    if p1.decontamination.enabled:
-        ops.append(p1.decontamination.build(s.s3))
-    ops += [ContentHasher(), p1.near_dedup.build()]
+    ops = p1.bound(["decontamination"], s.tokenizer, s.s3) + [p1.exact_dedup, p1.near_dedup]
     return SynthValidator(tokenizer=s.tokenizer, min_tokens=p3.min_file_tokens,
                           max_tokens=p3.max_file_tokens, reject_truncated=p3.reject_truncated,
                           require_parse=p3.require_parse,
-                          redactor=p1.redaction.build() if p1.redaction.enabled else None,
-                          ops=ops)
+                          redactor=p1.redaction if p1.redaction.enabled else None, ops=ops)
 
 
 def generate_wave(run: Run, wave: int, plan: dict[str, int], seed_files: dict[str, int]
@@ -368,9 +364,7 @@ def _clear_unfinished(run: Run) -> None:
 def run_phase3(run: Run) -> dict:
     s = run.settings
     p3 = s.phase3
-    if not run.exists("_stages/select/_SUCCESS"):
-        raise MissingPhaseInput(f"phase 3 needs a phase-2 output under {run.output_uri} "
-                                "(run --phases 2 first, with the same config)")
+    require(run, "select", "3", "2")
     _clear_unfinished(run)
     run.stage("synth_seeds", seeds_stage)
     seed_files = run.stage_info["synth_seeds"]["files"]

@@ -161,7 +161,6 @@ def predict_phase1(rates: dict, n_bytes: float, rows: int, cores: int,
     """Stage seconds, partitions and shuffle bytes of phase 1 over ``n_bytes`` of content
     in ``rows`` files on ``cores`` CPUs."""
     from flows.shuffle import partition_count
-    from operators.minhash import optimal_lsh
 
     s = settings or _settings(overrides)
     p1 = s.phase1
@@ -170,8 +169,7 @@ def predict_phase1(rates: dict, n_bytes: float, rows: int, cores: int,
                for k, v in rates["stages"].items()}
     live = int(rows * rates["live_after_ingest"])
     kept = int(rows * rates["kept_share"])
-    bands = p1.near_dedup.bands or optimal_lsh(p1.near_dedup.threshold,
-                                               p1.near_dedup.num_perm)[0]
+    bands = p1.near_dedup.lsh[0]
     live_bytes = n_bytes * rates["live_after_ingest"]
     g = p1.grouping
     parts = {"exact_dedup": partition_count(live, p1.exact_dedup.rows_per_bucket),

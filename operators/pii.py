@@ -36,7 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from operators import secret_assign as assign
-from operators.line_kernel import keyword_line_bounds, literal_tables
+from operators.base import RowOperator
+from operators.kernels.lines import keyword_line_bounds, literal_tables
 from operators.schema import FILE_SCHEMA, live_mask
 from operators.secret_formats import BOUNDARY, PUBLIC_VALUES, RULE_LIST
 
@@ -123,7 +124,7 @@ def _token_prefilter(rule) -> list[str]:
 
 
 @dataclasses.dataclass
-class Redactor:
+class Redactor(RowOperator):
     """Redacts secrets and PII in live rows' content; adds ``redactions`` (kind, count
     per row). Runs before token counting.
 
@@ -134,6 +135,9 @@ class Redactor:
         max_ips_per_file: a file with more distinct public addresses is address data (an
             allowlist, a URL parser's tests) and its addresses are left alone.
     """
+
+    name = stage = "redaction"
+    writes = ("content", "redactions")
 
     kinds: tuple[str, ...] = KINDS
     min_entropy: float = 4.0
@@ -277,8 +281,8 @@ class Redactor:
         assignment character and either a secret word in ASCII case folding or a
         non-ASCII character (which ``str.lower`` might turn into one), with their
         character offsets; one compiled pass over the batch's buffer
-        (:func:`operators.line_kernel.keyword_line_bounds`)."""
-        from operators.minhash import content_buffers
+        (:func:`operators.kernels.lines.keyword_line_bounds`)."""
+        from operators.kernels.utf8 import content_buffers
 
         if not len(rows):
             return {}

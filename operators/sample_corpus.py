@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from operators.filters import alnum_fraction, line_stats
+from operators.filters.basic import alnum_fraction, line_stats
 from operators.languages import PAPER_LANGUAGES, language_from_path, stack_slug
 from operators.tokens import CACHE_DIR
 

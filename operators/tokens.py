@@ -12,6 +12,7 @@ A tokenizer is named by a spec string:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import importlib.util
@@ -23,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from operators.base import RowOperator
 from operators.schema import live_mask
 
 CACHE_DIR = os.environ.get(
@@ -210,10 +212,10 @@ class ByteLevelCounter:
 
     def count_array(self, content: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Token counts of a string array in one compiled pass over its buffer
-        (:mod:`operators.token_kernel`); -1 for the texts that go to the tokenizer
+        (:mod:`operators.kernels.tokens`); -1 for the texts that go to the tokenizer
         instead (those that hold an added token); 0 for nulls."""
-        from operators.minhash import content_buffers
-        from operators.token_kernel import PieceTable
+        from operators.kernels.utf8 import content_buffers
+        from operators.kernels.tokens import PieceTable
 
         if isinstance(content, pa.ChunkedArray):
             content = content.combine_chunks()
@@ -311,13 +313,25 @@ def _count_texts(texts: list[str], spec: str, fast: ByteLevelCounter | None) -> 
     return counts
 
 
-class TokenCounter:
-    """Sets ``n_tokens`` on the live rows of a file table (removed rows keep theirs)."""
+@dataclasses.dataclass
+class TokenCounter(RowOperator):
+    """Sets ``n_tokens`` on the live rows of a file table (removed rows keep theirs), with
+    the run's tokenizer (the top-level ``tokenizer`` setting). ``max_chars_per_call``
+    bounds the characters one tokenizer call gets."""
 
-    def __init__(self, tokenizer: str = "packaged:smollm2", max_chars_per_call: int = 4 << 20):
-        self.spec = tokenizer
-        self.max_chars = max_chars_per_call
-        load_tokenizer(tokenizer)  # load once, fail early
+    name = stage = "token_count"
+    writes = ("n_tokens",)
+    context = ("tokenizer",)
+
+    tokenizer: str = "packaged:smollm2"
+    max_chars_per_call: int = 4 << 20
+
+    def __post_init__(self):
+        if self.max_chars_per_call < 1:
+            raise ValueError("max_chars_per_call must be >= 1")
+
+    def setup(self) -> None:
+        load_tokenizer(self.tokenizer)  # load once, fail early
 
     def __call__(self, table: pa.Table) -> pa.Table:
         live = live_mask(table).to_numpy(zero_copy_only=False)
@@ -330,10 +344,10 @@ class TokenCounter:
         start = 0
         while start < len(idx):
             end, size = start + 1, int(sizes[start])
-            while end < len(idx) and size < self.max_chars:
+            while end < len(idx) and size < self.max_chars_per_call:
                 size += int(sizes[end])
                 end += 1
-            part = count_tokens_array(content.slice(start, end - start), self.spec)
+            part = count_tokens_array(content.slice(start, end - start), self.tokenizer)
             for i, n in zip(idx[start:end].tolist(), part.tolist()):
                 counts[i] = n
             start = end

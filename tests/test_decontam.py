@@ -63,6 +63,7 @@ def test_user_benchmark_files_catch_short_and_edited_solutions(tmp_path, hosts, 
                     "solutions": json.dumps([mbpp_solution(p)])})
             f.write(json.dumps(row) + "\n")
     d = Decontaminate(benchmarks=[BenchmarkSource(fmt, str(path))])
+    d.setup()
     assert len(d.short) > 100  # most solutions are too short for shingles alone
     rng = random.Random(1)
     recall = {}

@@ -38,8 +38,12 @@ def test_settings_validation_names_the_setting(tmp_path):
     bad.write_text("phase1:\n  basic_filters:\n    max_line_lenght: 10\n")
     with pytest.raises(SettingsError, match="phase1.basic_filters.max_line_lenght"):
         load_settings(bad)
-    bad.write_text("phase1:\n  languages: [Python, Klingon]\n")
-    with pytest.raises(SettingsError, match="Klingon"):
+    bad.write_text("phase1:\n  language:\n    languages: [Python, Klingon]\n")
+    with pytest.raises(SettingsError, match="phase1.language: unknown language 'Klingon'"):
+        load_settings(bad)
+    bad.write_text("phase1:\n  languages: [Python]\n")
+    with pytest.raises(SettingsError, match=r"phase1.languages'\]; known in phase1: "
+                                            r"\['grouping'\] and the operators"):
         load_settings(bad)
     bad.write_text("read:\n  batch_rows: many\n")
     with pytest.raises(SettingsError, match="read.batch_rows: expected an integer"):

@@ -13,7 +13,9 @@ import pytest
 
 from operators.dedup import (ContentHasher, choose_representatives,
                              normalise_content)
-from operators.filters import BasicFilters, ContentChecks, LanguageFilter, line_stats
+from operators.filters.basic import BasicFilters, line_stats
+from operators.filters.content_checks import ContentChecks
+from operators.filters.language import LanguageFilter
 from operators.grouping import RepoDocumentBuilder, group_key_repo
 from operators.io import FileReader, UnreadableInput, file_key, normalise_batch
 from operators.languages import canonical_language, language_from_path, validate_languages
@@ -135,7 +137,7 @@ def test_reader_jsonl_keeps_line_numbers_and_records_broken_lines(tmp_path):
 
 # -- filters -----------------------------------------------------------------------------
 def test_alnum_fraction_lookup_equals_the_unicode_regex():
-    from operators.filters import alnum_fraction
+    from operators.filters.basic import alnum_fraction
 
     texts = ["abc 123", "", None, "héllo wörld ß ٣ Ⅻ", "!!!", "x\x00y", "日本語 abc",
              "   ", "def f(x):\n    return x_1 + 2  # ok\n", "ñ" * 50 + "-" * 50]

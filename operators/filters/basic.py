@@ -1,71 +1,16 @@
-"""Phase-1 row filters. Each is a small callable on a file table with typed thresholds; it
-tombstones the rows it rejects with its stage and a reason (see :mod:`operators.schema`).
-
-Vectorised with Arrow compute: the per-row Python cost is a few list operations at most.
-"""
+"""StarCoder's basic filters: long lines, long mean lines, little alphanumeric content."""
 
 from __future__ import annotations
 
 import dataclasses
 
-import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from operators.languages import PAPER_LANGUAGES, validate_languages
-from operators.schema import live_mask, mark_removed
-
-
-def _content(table: pa.Table) -> pa.ChunkedArray:
-    return pc.fill_null(table.column("content"), "")
-
-
-@dataclasses.dataclass
-class ContentChecks:
-    """Rejects unusable content: empty or whitespace-only, binary (NUL bytes), too large.
-
-    Args:
-        max_file_bytes: files larger than this (UTF-8 bytes) are removed as ``too_large``.
-            Default 1 MB, The Stack v1's own cap.
-    """
-
-    max_file_bytes: int = 1 << 20
-    stage: str = "content_checks"
-
-    def __post_init__(self):
-        if self.max_file_bytes <= 0:
-            raise ValueError(f"max_file_bytes must be > 0, got {self.max_file_bytes}")
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        content = _content(table)
-        size = pc.binary_length(content)
-        table = mark_removed(table, pc.greater(size, self.max_file_bytes), self.stage,
-                             "too_large", pc.cast(size, pa.string()))
-        content = _content(table)
-        blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(content)), 0)
-        table = mark_removed(table, blank, self.stage, "empty_content")
-        nul = pc.match_substring(_content(table), "\x00")
-        return mark_removed(table, nul, self.stage, "binary")
-
-
-@dataclasses.dataclass
-class LanguageFilter:
-    """Keeps the target languages (default: the paper's 18)."""
-
-    languages: tuple[str, ...] = PAPER_LANGUAGES
-    stage: str = "language"
-
-    def __post_init__(self):
-        self.languages = tuple(validate_languages(list(self.languages)))
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        lang = table.column("lang")
-        keep = pc.is_in(lang, value_set=pa.array(self.languages, pa.string()))
-        unknown = pc.is_null(lang)
-        table = mark_removed(table, unknown, self.stage, "unknown_language")
-        return mark_removed(table, pc.invert(pc.fill_null(keep, False)), self.stage,
-                            "language_not_targeted", lang)
+from operators.base import RowOperator
+from operators.filters.content_checks import content as _content
+from operators.kernels.text_scans import flag_sums
 
 
 def line_stats(content: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -93,18 +38,6 @@ _ASCII_ALNUM[np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmno
                            dtype=np.uint8)] = 1
 
 
-@numba.njit(cache=True)
-def _flag_sums(data, offsets, flags):
-    """Per row, the sum of ``flags[byte]`` over its bytes (one pass, no copies)."""
-    out = np.zeros(offsets.shape[0] - 1, dtype=np.int64)
-    for r in range(out.shape[0]):
-        total = 0
-        for k in range(offsets[r], offsets[r + 1]):
-            total += flags[data[k]]
-        out[r] = total
-    return out
-
-
 def alnum_fraction(content: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Fraction of characters that are letters or digits (Unicode, as ``str.isalnum``).
 
@@ -120,8 +53,8 @@ def alnum_fraction(content: pa.ChunkedArray | pa.Array) -> np.ndarray:
     offsets = np.frombuffer(content.buffers()[1], dtype=np.int64)[
         content.offset:content.offset + n + 1]
     if n and offsets[-1] > offsets[0]:
-        alnum[:] = _flag_sums(np.frombuffer(content.buffers()[2], dtype=np.uint8), offsets,
-                              _ASCII_ALNUM)
+        alnum[:] = flag_sums(np.frombuffer(content.buffers()[2], dtype=np.uint8), offsets,
+                             _ASCII_ALNUM)
     ascii_rows = pc.string_is_ascii(content).to_numpy(zero_copy_only=False)
     if not ascii_rows.all():  # add the non-ASCII letters and digits (rare matches: fast)
         other = np.flatnonzero(~ascii_rows)
@@ -143,7 +76,7 @@ _EXT_KEYS = ("max_line_length", "max_mean_line_length", "min_alnum_fraction", "m
 
 
 @dataclasses.dataclass
-class BasicFilters:
+class BasicFilters(RowOperator):
     """StarCoder's basic filters (RECIPE.md): long lines, long mean lines, little alphanumeric
     content. Defaults are StarCoder's: max line 1000 characters, mean line 100, alphanumeric
     fraction 0.25.
@@ -152,12 +85,15 @@ class BasicFilters:
     ``min_chars`` / ``max_chars`` bounds; the default is StarCoder's JSON/YAML table.
     """
 
+    name = stage = "basic_filters"
+    reasons = ("max_line_length", "mean_line_length", "alnum_fraction", "too_short",
+               "too_long")
+
     max_line_length: int = 1000
     max_mean_line_length: float = 100.0
     min_alnum_fraction: float = 0.25
     per_extension: dict = dataclasses.field(
         default_factory=lambda: {k: dict(v) for k, v in STARCODER_EXTENSION_THRESHOLDS.items()})
-    stage: str = "basic_filters"
 
     def __post_init__(self):
         if self.max_line_length <= 0 or self.max_mean_line_length <= 0:
@@ -167,6 +103,8 @@ class BasicFilters:
                 f"min_alnum_fraction must be in [0, 1], got {self.min_alnum_fraction}")
         per = {}
         for ext, th in dict(self.per_extension or {}).items():
+            if not isinstance(th, dict):
+                raise ValueError(f"per_extension[{ext!r}]: expected a mapping, got {th!r}")
             bad = sorted(set(th) - set(_EXT_KEYS))
             if bad:
                 raise ValueError(f"per_extension[{ext!r}]: unknown threshold(s) {bad}; "
@@ -188,7 +126,7 @@ class BasicFilters:
         return out
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        live = live_mask(table).to_numpy(zero_copy_only=False)
+        live = self.live(table)
         if not live.any():
             return table
         content = _content(table)
@@ -204,8 +142,6 @@ class BasicFilters:
             (chars > th["max_chars"], "too_long", chars),
         ]
         for mask, reason, value in checks:
-            if not (mask & live).any():
-                continue
-            detail = pa.array([str(v) for v in value], pa.string())
-            table = mark_removed(table, pa.array(mask & live), self.stage, reason, detail)
+            if (mask & live).any():
+                table = self.remove(table, mask & live, reason, value.tolist())
         return table

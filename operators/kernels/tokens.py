@@ -32,6 +32,8 @@ import functools
 import numba
 import numpy as np
 
+from operators.kernels.utf8 import code_point
+
 #: character classes
 _OTHER, _LETTER, _DIGIT, _SPACE = 0, 1, 2, 3
 
@@ -132,32 +134,6 @@ def _contraction(data, i, end):
         if c == 108 and c2 == 108:  # ll
             return 2
     return 0
-
-
-@numba.njit(cache=True, inline="always")
-def code_point(data, i, end):
-    """(code point, end) of the UTF-8 character at ``i``; a malformed byte is one U+FFFD."""
-    b = data[i]
-    if b < 0x80:
-        return np.int64(b), i + 1
-    if b >= 0xF0:
-        n, cp = 4, np.int64(b & 0x07)
-    elif b >= 0xE0:
-        n, cp = 3, np.int64(b & 0x0F)
-    elif b >= 0xC0:
-        n, cp = 2, np.int64(b & 0x1F)
-    else:
-        return np.int64(0xFFFD), i + 1
-    if i + n > end:
-        return np.int64(0xFFFD), i + 1
-    for k in range(1, n):
-        c = data[i + k]
-        if c & 0xC0 != 0x80:
-            return np.int64(0xFFFD), i + 1
-        cp = (cp << 6) | np.int64(c & 0x3F)
-    if cp >= 0x110000:
-        return np.int64(0xFFFD), i + 1
-    return cp, i + n
 
 
 @numba.njit(cache=True, inline="always")
