@@ -14,8 +14,8 @@ import time
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flows import settings
 from flows.runtime import Run
-from flows.settings import code_fingerprint
 from operators import registry, storage
 from operators.schema import DOC_SCHEMA, LEDGER_SCHEMA
 
@@ -228,7 +228,7 @@ def write_manifest(run: Run, sections: dict) -> dict:
         "output": public_uri(run.output_uri),
         "config_hash": run.config_hash,
         #: with the config, what the hash is made of (flows.settings.code_fingerprint)
-        "code_fingerprint": code_fingerprint(),
+        "code_fingerprint": settings.code_fingerprint(),
         "config": run.settings.public(),
         "timings_s": run.timings,
         "stage_seconds": stage_seconds(run),

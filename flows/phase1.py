@@ -49,9 +49,6 @@ from operators.schema import (FILE_SCHEMA, KEY_COLUMNS, LEDGER_SCHEMA, conform, 
                               tombstone_columns, tombstones_to_ledger)
 from operators.storage import list_files
 
-#: ledger stages in pipeline order (the manifest's funnel follows it)
-STAGE_ORDER = registry.ledger_stages()
-
 #: per batch of the ingest map, on its first row: each operator's seconds and the live rows
 #: and content bytes before and after it (the reader's as ``read``)
 OP_STATS_TYPE = pa.list_(pa.struct([
@@ -205,4 +202,4 @@ def run_phase1(run: Run) -> dict:
             storage.remove_dir(run.fs, run.path(f"removed/{name}"))
             continue
         run.stage(name, fn)
-    return phase1_counts(run, STAGE_ORDER, DEDUP_STAGES)
+    return phase1_counts(run, registry.ledger_stages(), DEDUP_STAGES)

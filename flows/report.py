@@ -1,7 +1,8 @@
 """The run report: ``OUT/report.html`` (self-contained: plots inline as PNG data) and
 ``OUT/report.md`` (plots beside it in ``OUT/report_files/``), built from the manifest only.
 
-Sections: headline numbers, the phase-1 funnel (rows and tokens per stage), removal reasons,
+Sections: headline numbers, the phase-1 funnel (rows and tokens per stage), each operator's
+time and removals, removal reasons,
 the language mix per phase, annotator score histograms per language, budgets against what
 was selected, the mixture's token table, wall time per stage.
 
@@ -234,6 +235,20 @@ def funnel_table(m: dict) -> tuple[list[str], list[list]]:
     return head, rows
 
 
+def operator_table(m: dict) -> tuple[list[str], list[list]]:
+    """Phase 1's row-wise operators in the order they run: task seconds (summed over the
+    ingest map's batches) and their share, live rows and content MB in, removals by
+    reason (dedup operators: those of their stage)."""
+    ops = (m.get("phase1") or {}).get("operators") or []
+    total = sum(op["seconds"] for op in ops) or 1.0
+    head = ["operator", "seconds", "share", "rows in", "MB in", "removed", "by reason"]
+    rows = [[op["name"], f"{op['seconds']:.2f}", f"{op['seconds'] / total:.1%}", op["rows_in"],
+             f"{op['bytes_in'] / 1e6:.1f}", op["rows_removed"],
+             ", ".join(f"{r} {v['rows']}" for r, v in op["removed_by_reason"].items()) or "-"]
+            for op in ops]
+    return head, rows
+
+
 def mixture_table(m: dict) -> tuple[list[str], list[list]]:
     head = ["phase", "source", "rows", "tokens", "share of phase", "shards"]
     rows = []
@@ -285,6 +300,7 @@ def plan_table(m: dict) -> tuple[list[str], list[list]]:
 
 def tables(m: dict) -> list[tuple[str, list[str], list[list]]]:
     out = [("Phase-1 funnel", *funnel_table(m)),
+           ("Phase-1 operators", *operator_table(m)),
            ("Removal reasons", ["stage", "reason", "rows", "tokens"],
             [list(r) for r in removal_rows(m)]),
            ("Budgets", ["phase", "language", "budget", "selected"],

@@ -30,7 +30,7 @@ class HtmlTextFilter(RowOperator):
         content = table.column("content")
         hit, vis = [], []
         for i in self.live_rows(table, self.languages).tolist():
-            text = content[i].as_py()
+            text = content[i].as_py() or ""
             visible = " ".join(_HTML_TAG.sub(" ", _HTML_DROP.sub(" ", text)).split())
             if (len(visible) < self.min_visible_chars
                     or len(visible) < self.min_visible_fraction * len(text)):

@@ -40,7 +40,7 @@ class MinifiedFilter(RowOperator):
                 hit.append(i)
                 why.append("file name")
                 continue
-            text = content[i].as_py()
+            text = content[i].as_py() or ""
             if len(text) < self.min_chars:
                 continue
             long_chars = sum(len(x) for x in text.split("\n") if len(x) > self.long_line)
