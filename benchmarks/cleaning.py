@@ -47,7 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import base_corpus  # noqa: E402
-from operators.decontam import BenchmarkSource, Decontaminate  # noqa: E402
+from operators.benchmarks import BenchmarkSource  # noqa: E402
+from operators.decontam import Decontaminate  # noqa: E402
 from operators import registry  # noqa: E402
 from operators.pii import KINDS, Redactor  # noqa: E402
 from operators.sample_corpus import build_sample_corpus  # noqa: E402

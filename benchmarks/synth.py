@@ -4,7 +4,7 @@ standalone vLLM, side by side on the same prompts, model and machine.
     python benchmarks/synth.py [--requests 128] [--max-tokens 256] [--model packaged:smollm2]
                                [--batch 64] [--out benchmarks/results/synth.md]
 
-Requests: OSS-Instruct prompts built by the flow's :class:`operators.synth.PromptBuilder`
+Requests: OSS-Instruct prompts built by the flow's :class:`operators.prompt_builder.PromptBuilder`
 from files of the embedded sample corpus (every language, fixed seeds), the same rows for
 both sides.
 
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 def build_requests(n: int, max_tokens: int) -> pa.Table:
     from operators.sample_corpus import build_sample_corpus
-    from operators.synth import PromptBuilder, load_templates
+    from operators.prompt_builder import PromptBuilder
 
     files = []
     for f in sorted(glob.glob(os.path.join(build_sample_corpus(log=lambda m: None),
@@ -51,7 +51,7 @@ def build_requests(n: int, max_tokens: int) -> pa.Table:
                       "content": [r["content"] for r in chosen],
                       "lang": [r["lang"] for r in chosen],
                       "n_requests": pa.array([1] * len(chosen), pa.int32())})
-    return PromptBuilder(load_templates(), max_tokens=max_tokens, seed=1)(seeds)
+    return PromptBuilder(max_tokens=max_tokens, seed=1)(seeds)
 
 
 def standalone(requests_path: str, engine_json: str) -> dict:

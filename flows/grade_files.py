@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     from flows.runtime import actor_resources, init_ray
     from flows.settings import SettingsError, load_settings
     from operators.llm import VLLMGenerator
-    from operators.synth import load_templates
+    from operators.prompt_builder import load_templates
 
     try:
         settings = load_settings(args.config)

@@ -4,11 +4,12 @@ self-contained code files, validated, deduplicated and budgeted.
 1. ``synth_seeds``  phase 2's selection (the top files per language) hashed and signed as
    in phase 1 → ``_work/synth_seeds/``.
 2. waves ``synth_wave_<k>``  per seed language a number of requests sized from the tokens
-   still needed and the accepted tokens per request measured so far (a prior before any);
-   each seed file makes its share (:class:`operators.synth.PromptBuilder`), the requests go
-   through the engine on an actor pool (:class:`operators.llm.VLLMGenerator`) and straight
-   on to validation (:class:`operators.synth.SynthValidator`: extraction, parsing, length,
-   redaction, decontamination, hash, MinHash) → ``_work/synth/w<k>/``.
+   still needed and the accepted tokens per request measured so far (a prior before any;
+   :mod:`operators.synth_plan`); each seed file makes its share
+   (:class:`operators.prompt_builder.PromptBuilder`), the requests go through the engine on
+   an actor pool (:class:`operators.llm.VLLMGenerator`) and straight on to validation
+   (:class:`operators.synth.SynthValidator`: extraction, parsing, length, redaction,
+   decontamination, hash, MinHash) → ``_work/synth/w<k>/``.
 3. ``synth_dedup_<k>``  exact and near dedup of every output so far against the seeds and
    each other (the phase-1 keep policy and LSH stage; seeds always win) →
    ``removed/synth_exact_dedup/``, ``removed/synth_near_dedup/``. Waves stop when every
@@ -24,7 +25,6 @@ The driver holds per-language counts only; every step streams or shuffles in par
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -46,7 +46,9 @@ from operators.llm import VLLMGenerator
 from operators.schema import DOC_SCHEMA, FILE_SCHEMA, LEDGER_SCHEMA, conform, \
     tombstones_to_ledger
 from operators.select import histogram, merge_histograms, select, thresholds
-from operators.synth import SYNTH_FIELDS, SYNTH_SCHEMA, SynthValidator, hash_unit
+from operators.prompt_builder import hash_unit
+from operators.synth_plan import plan_wave, request_counts, synth_targets
+from operators.synth import SYNTH_FIELDS, SYNTH_SCHEMA, SynthValidator
 
 #: seeds rank above every output in the keep policy (the most stars there can be)
 SEED_STARS = 10 ** 12 - 1
@@ -89,75 +91,6 @@ def seeds_stage(run: Run) -> dict:
                         ["lang"], ["n_tokens"])
     return {"files": {r["lang"]: r["count()"] for r in rows},
             "tokens": {r["lang"]: r["sum(n_tokens)"] for r in rows}}
-
-
-# -- budget and planning (pure functions, unit-tested) -------------------------------------
-
-def synth_targets(phase1_tokens: dict[str, int], seed_files: dict[str, int], total: float,
-                  shares: dict[str, float], target_language: str, translate: bool
-                  ) -> dict[str, float]:
-    """Token budget per output language: the fixed ``shares`` first (Python ~half in the
-    paper), the rest split over the other languages with seeds as in phase 1. A language
-    nothing can be generated for gets none; its share goes to the others."""
-    can = {lang for lang, n in seed_files.items() if n > 0}
-    if translate and can - {target_language}:
-        can.add(target_language)
-    fixed = {lang: total * s for lang, s in shares.items() if lang in can}
-    rest = [lang for lang in sorted(can) if lang not in fixed]
-    left = total - sum(fixed.values())
-    weight = {lang: phase1_tokens.get(lang, 0) for lang in rest}
-    out = dict(fixed)
-    if rest and sum(weight.values()) > 0:
-        out |= {lang: left * w / sum(weight.values()) for lang, w in weight.items()}
-    elif fixed:  # no other language: the fixed ones take the whole budget
-        scale = total / sum(fixed.values())
-        out = {lang: v * scale for lang, v in fixed.items()}
-    return out
-
-
-def plan_wave(need: dict[str, float], per_request: dict[str, float],
-              seed_files: dict[str, int], translate_share: float, target_language: str,
-              overshoot: float, cap: int, floor: int = 1) -> dict[str, int]:
-    """Requests per *seed* language for the next wave. ``per_request``: accepted tokens
-    per request by output language (measured, or the prior). A seed in another language
-    than the target is translated into it with probability ``translate_share``. A wave
-    makes at least ``floor`` requests (an engine start is not worth a handful) and at
-    most ``cap``."""
-    plan: dict[str, float] = {}
-    tgt = target_language
-    from_others = 0.0
-    for lang, n_seeds in seed_files.items():
-        if lang == tgt or n_seeds <= 0 or need.get(lang, 0) <= 0:
-            continue
-        own = (1 - translate_share) * per_request[lang]
-        if own > 0:
-            plan[lang] = need[lang] / own * overshoot
-            from_others += plan[lang] * translate_share * per_request.get(tgt, 0) / overshoot
-    left = need.get(tgt, 0) - from_others
-    if left > 0 and per_request.get(tgt, 0) > 0:
-        if seed_files.get(tgt, 0) > 0:
-            plan[tgt] = plan.get(tgt, 0) + left / per_request[tgt] * overshoot
-        elif translate_share > 0:  # no seeds of its own: more translations from the others
-            donors = {k: v for k, v in seed_files.items() if k != tgt and v > 0}
-            extra = left / (translate_share * per_request[tgt]) * overshoot
-            for lang, n in donors.items():
-                plan[lang] = plan.get(lang, 0) + extra * n / sum(donors.values())
-    total = sum(plan.values())
-    scale = min(max(1.0, floor / total), cap / total) if total else 1.0
-    return {lang: int(math.ceil(v * scale)) for lang, v in plan.items() if v > 0}
-
-
-def request_counts(t: pa.Table, plan: dict[str, tuple[int, int]], seed: int, wave: int
-                   ) -> pa.Table:
-    """Each seed file's number of requests: its language's ``n`` requests over its ``k``
-    seed files, the remainder spread by a hash draw (deterministic, expected total n)."""
-    langs = t.column("lang").to_pylist()
-    u = hash_unit(t.column("id").to_pylist(), f"{seed}:{wave}")
-    counts = []
-    for lang, x in zip(langs, u):
-        n, k = plan.get(lang, (0, 1))
-        counts.append(n // k + int(x < (n % k) / k))
-    return t.append_column("n_requests", pa.array(counts, pa.int32()))
 
 
 # -- waves ---------------------------------------------------------------------------------
@@ -373,9 +306,9 @@ def run_phase3(run: Run) -> dict:
     phase1_tokens = sum(per_lang.values())
     total = float(p3.budget_tokens) if p3.budget_tokens else p3.budget_ratio * phase1_tokens
     builder = p3.builder(0, s.seed)
-    weights = {t: w for t, w in builder.weights.items() if w > 0}
+    weights = {t: w for t, w in builder.templates.items() if w > 0}
     tshare = sum(w for t, w in weights.items()
-                 if builder.templates[t].output_language == "target") / sum(weights.values())
+                 if builder.library[t].output_language == "target") / sum(weights.values())
     targets = synth_targets(per_lang, seed_files, total, p3.shares, p3.target_language,
                             tshare > 0)
     run.log(f"phase 3: budget {total:.0f} tokens: " + ", ".join(

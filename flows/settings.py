@@ -9,23 +9,20 @@ import functools
 import hashlib
 import json
 import os
-import types
 import typing
 from pathlib import Path
 
 import yaml
 
+from flows.config import SettingsError, build, check_resources
 from operators.languages import validate_languages
 from operators.llm import EngineConfig
 from operators.mixture import MixtureSettings
+from operators.prompt_builder import PromptSettings
 from operators.storage import S3Settings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 EMBEDDED_CONFIG = CONFIG_DIR / "embedded.yaml"
-
-
-class SettingsError(ValueError):
-    """A configuration problem, with the dotted name of the setting at fault."""
 
 
 @dataclasses.dataclass
@@ -133,7 +130,7 @@ class Phase1Settings:
     @classmethod
     def from_config(cls, data: dict, where: str) -> "Phase1Settings":
         own = {f.name for f in dataclasses.fields(cls)} - {"operators"}
-        settings = _build(cls, {k: v for k, v in data.items() if k in own}, where, hook=False)
+        settings = build(cls, {k: v for k, v in data.items() if k in own}, where, hook=False)
         settings.operators = _operators({k: v for k, v in data.items() if k not in own}, where,
                                         tuple(own))
         return settings
@@ -162,21 +159,11 @@ def _operators(data: dict, where: str, others: tuple[str, ...] = ()) -> dict:
     from operators import registry
 
     try:
-        return registry.configure(data, where, _build, others=others)
+        return registry.configure(data, where, build, others=others)
     except SettingsError:
         raise
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
-
-
-def check_resources(resources: dict, where: str) -> None:
-    """Custom Ray resources: names to non-negative numbers; CPUs and GPUs have their own
-    settings."""
-    for name, value in resources.items():
-        if name in ("CPU", "GPU", "memory", "object_store_memory"):
-            raise SettingsError(f"{where}.{name}: set it with cpus_per_actor / gpus_per_actor")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise SettingsError(f"{where}.{name}: expected a number >= 0, got {value!r}")
 
 
 @dataclasses.dataclass
@@ -224,10 +211,11 @@ class Phase2Settings:
 
 
 @dataclasses.dataclass
-class Phase3Settings:
+class Phase3Settings(PromptSettings):
     """Phase 3: an instruct LLM rewrites snippets of the phase-2 selection (the top-scored
     files) into self-contained code files; the answers are validated and deduplicated, and
-    generation stops at the token budget."""
+    generation stops at the token budget. The prompt settings (templates, sampling, seed
+    snippet) are :class:`operators.prompt_builder.PromptSettings`' fields."""
 
     #: the budget as a share of phase-1 tokens (the paper: 5B of 555B training tokens,
     #: i.e. 5B per ~400B unique phase-1 tokens), or absolute
@@ -247,19 +235,6 @@ class Phase3Settings:
     #: custom Ray resources per actor (on a cluster the rewriter group's ``rewriter_gpu``)
     resources: dict = dataclasses.field(default_factory=dict)
     batch_requests: int = 64
-    #: prompt templates: id → weight (packaged: oss_instruct, summarise, generate,
-    #: translate, repair); a folder of *.yaml templates adds or replaces them
-    templates: dict = dataclasses.field(default_factory=lambda: {"oss_instruct": 1.0})
-    templates_dir: str | None = None
-    target_language: str = "Python"
-    #: sampling (recorded per output row)
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_tokens: int = 1024
-    #: the seed snippet: lines (Magicoder: 1-15) and a character cap
-    min_lines: int = 1
-    max_lines: int = 15
-    max_seed_chars: int = 4000
     #: validation: length bounds of a kept file (tokens), truncated answers, parsing
     min_file_tokens: int = 32
     max_file_tokens: int = 4096
@@ -308,13 +283,10 @@ class Phase3Settings:
         self.builder()  # templates exist, weights and line bounds are valid
 
     def builder(self, wave: int = 0, seed: int = 0):
-        from operators.synth import PromptBuilder, load_templates
+        from operators.prompt_builder import PromptBuilder
 
         try:
-            return PromptBuilder(
-                load_templates(self.templates_dir), dict(self.templates),
-                self.target_language, wave, seed, self.temperature, self.top_p,
-                self.max_tokens, self.min_lines, self.max_lines, self.max_seed_chars)
+            return PromptBuilder(**self.prompt_settings(), wave=wave, seed=seed)
         except (ValueError, FileNotFoundError) as exc:
             raise SettingsError(f"phase3: {exc}") from None
 
@@ -373,7 +345,8 @@ class Settings:
 
 
 #: modules that only present results (a change to them does not change what a stage writes)
-_PRESENTATION = {"report.py", "explore.py", "verify.py", "plan.py", "console.py", "arctic.py"}
+_PRESENTATION = {"report.py", "report_tables.py", "explore.py", "verify.py", "plan.py", "console.py",
+                 "arctic.py"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -399,73 +372,6 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def _build(cls, data, where: str, hook: bool = True):
-    """A settings dataclass (or an operator) from a mapping, each value checked against
-    the field's type; errors name the dotted setting. A class with ``from_config`` builds
-    itself."""
-    if not isinstance(data, dict):
-        raise SettingsError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
-    if hook and hasattr(cls, "from_config"):
-        return cls.from_config(data, where)
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise SettingsError(f"unknown setting(s) {[_join(where, u) for u in unknown]}; "
-                            f"known in {where or 'the top level'}: {sorted(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, _join(where, name))
-    try:
-        return cls(**kwargs)
-    except SettingsError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise SettingsError(f"{where or 'config'}: {exc}") from None
-
-
-def _join(where: str, name: str) -> str:
-    return f"{where}.{name}" if where else name
-
-
-def _coerce(tp, value, where: str):
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value or {}, where)
-    if origin is tuple and isinstance(value, (list, tuple)):
-        inner = args[0] if args else object
-        return tuple(_coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is list:
-        if not isinstance(value, list):
-            if isinstance(value, (str, int)) and where.endswith("phases"):
-                return [p for p in str(value).split(",") if p]
-            raise SettingsError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise SettingsError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SettingsError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SettingsError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise SettingsError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    return value
-
-
 def load_settings(path: str | os.PathLike | None = None, overrides: dict | None = None
                   ) -> Settings:
     """Settings from a YAML file (default: the embedded config), then ``overrides``."""
@@ -479,4 +385,4 @@ def load_settings(path: str | os.PathLike | None = None, overrides: dict | None 
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = value
-    return _build(Settings, data, "")
+    return build(Settings, data, "")

@@ -29,7 +29,7 @@ from operators.tokens import CACHE_DIR, publish_dir, smollm2_gguf
 
 _LOCK = threading.Lock()
 
-#: columns a request row must carry (see operators.synth.PromptBuilder)
+#: columns a request row must carry (see operators.prompt_builder.PromptBuilder)
 REQUEST_COLUMNS = ["request_id", "messages_json", "temperature", "top_p", "max_tokens",
                    "sampling_seed"]
 

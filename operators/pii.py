@@ -28,7 +28,6 @@ placeholders, references, words and sequences assigned to secret names; all of a
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
 
 import numpy as np
@@ -38,6 +37,7 @@ import pyarrow.compute as pc
 from operators import secret_assign as assign
 from operators.base import RowOperator
 from operators.kernels.lines import keyword_line_bounds, literal_tables
+from operators.pii_addresses import email_spans, ip_spans
 from operators.schema import FILE_SCHEMA, live_mask
 from operators.secret_formats import BOUNDARY, PUBLIC_VALUES, RULE_LIST
 
@@ -52,35 +52,6 @@ REDACTIONS_TYPE = FILE_SCHEMA.field("redactions").type
 
 _LOCKFILES = re.compile(r"(^|/)(package-lock\.json|yarn\.lock|pnpm-lock\.yaml|Cargo\.lock|"
                         r"poetry\.lock|Pipfile\.lock|go\.sum|composer\.lock|Gemfile\.lock)$")
-
-_TLDS = set("""com org net edu gov mil int io co ai app dev info biz me us uk de fr it es nl
-be ch at se no dk fi pl cz ru ua cn jp kr in au ca br mx ar cl za nz ie pt gr tr il ir sg hk
-tw my id th vn ph eu asia xyz tech online site cloud email tv fm cc ly gg sh to ws ro hu bg sk
-si hr rs lt lv ee is lu""".split())
-_EXAMPLE_DOMAINS = re.compile(
-    r"(^|\.)(example\.(com|org|net|edu)|[^.]*\.example|[^.]*\.test|[^.]*\.invalid|"
-    r"[^.]*\.localhost|localhost|domain\.(com|tld)|email\.com|yourdomain\.com|"
-    r"company\.com|users\.noreply\.github\.com)$", re.I)
-_EMAIL = re.compile(r"(?<![\w.+:/-])([A-Za-z0-9][A-Za-z0-9._%+-]{0,63})@"
-                    r"((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,12}))"
-                    r"(?![\w-])")
-_EMAIL_LOCAL_SKIP = re.compile(r"^(no-?reply|git|user|username|name|email|someone|foo|bar|"
-                               r"test|me|you)$", re.I)
-
-#: addresses, each with the characters that may not precede it. The "not preceded by" test
-#: runs after a match (see _unpreceded) instead of as a leading lookbehind, so that the
-#: regex engine can skip ahead to the characters that can start an address; the IPv6
-#: pattern's first group is spelt ``hex{1,4}:|:`` for the same reason (it is ``hex{0,4}:``)
-_IPV4 = (re.compile(r"(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(?![\w]|\.\d)"), re.compile(r"[\w.]"))
-_IPV6 = (re.compile(r"((?:[0-9A-Fa-f]{1,4}:|:)(?:[0-9A-Fa-f]{0,4}:){2,6}[0-9A-Fa-f]{1,4})"
-                    r"(?![\w:])"), re.compile(r"[\w:.]"))
-_VERSION_CONTEXT = re.compile(
-    r"(version|\bver|release|\bv|section|§|rfc|step|chapter|algorithm|==|>=|<=|~=|@)"
-    r"[\w\s:=\"'#-]{0,6}$", re.I)
-_WELL_KNOWN_IPS = {"8.8.8.8", "8.8.4.4", "1.1.1.1", "1.0.0.1", "9.9.9.9", "149.112.112.112",
-                   "208.67.222.222", "208.67.220.220"}
-_DOC_NETS = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24",
-                                                "203.0.113.0/24", "2001:db8::/32")]
 
 _SECRET_LITERALS = assign.SECRET_LITERALS
 _LITERALS = literal_tables(_SECRET_LITERALS)
@@ -232,10 +203,11 @@ class Redactor(RowOperator):
         if want("keyword", "password", "secret"):
             out += self._keyword_spans(text, path, keyword_lines)
         if want("email", "email") and "@" in text:
-            out += [(s, e, k, None) for s, e, k in self._emails(text)]
+            out += [(s, e, k, None) for s, e, k in email_spans(text)]
         v4, v6 = want("ipv4", "ip_address"), want("ipv6", "ip_address")
         if v4 or v6:
-            out += [(s, e, k, None) for s, e, k in self._ips(text, v4, v6)]
+            out += [(s, e, k, None) for s, e, k in ip_spans(
+                text, v4, v6, self.max_ips_per_file)]
         out = _resolve([x for x in out if x[2] is None or x[2] in self.kinds])
         return _shell_quoted(text, out) if out and assign.shell_like(path) else out
 
@@ -297,44 +269,6 @@ class Redactor(RowOperator):
             out.setdefault(int(rows[k]), []).append((a, texts[k][a:b]))
         return out
 
-    @staticmethod
-    def _emails(text: str) -> list[tuple[int, int, str]]:
-        out = []
-        for m in _EMAIL.finditer(text):
-            local, domain, tld = m.group(1), m.group(2), m.group(3).lower()
-            if tld not in _TLDS or _EXAMPLE_DOMAINS.search(domain.lower()):
-                continue
-            if _EMAIL_LOCAL_SKIP.match(local):
-                continue
-            out.append((m.start(), m.end(), "email"))
-        return out
-
-    def _ips(self, text: str, v4: bool = True, v6: bool = True) -> list[tuple[int, int, str]]:
-        out = []
-        for rx, not_after in [p for p, on in ((_IPV4, v4), (_IPV6, v6)) if on]:
-            for m in _unpreceded(rx, not_after, text):
-                value = m.group(1)
-                try:
-                    ip = ipaddress.ip_address(value)
-                except ValueError:
-                    continue
-                if ip.version == 6 and (ip.ipv4_mapped or max(
-                        len(g) for g in value.split(":")) < 3):
-                    continue  # ::ffff:a.b.c.d, or 1:2::3:4-style examples
-                if (not ip.is_global or ip.is_multicast or value in _WELL_KNOWN_IPS
-                        or any(ip in n for n in _DOC_NETS if n.version == ip.version)):
-                    continue
-                if re.match(r"/\d|-[0-9A-Za-z]", text[m.end(1):m.end(1) + 2]):
-                    continue  # a network (CIDR) or a version with a suffix, not a host
-                if ip.version == 4 and (
-                        max(int(x) for x in value.split(".")) < 30  # 4.3.2.1 numbering
-                        or _VERSION_CONTEXT.search(text[max(0, m.start() - 24):m.start()])):
-                    continue
-                out.append((m.start(1), m.end(1), "ip_address"))
-        if len({text[s:e].lower() for s, e, _ in out}) > self.max_ips_per_file:
-            return []  # an address table or a parser's test suite, not someone's host
-        return out
-
     # -- applying ------------------------------------------------------------------------
     def redact(self, text: str, path: str = "", families: set[str] | None = None,
                keyword_lines: list[tuple[int, str]] | None = None
@@ -385,19 +319,6 @@ def _re2(pattern: str) -> str:
     """A Python pattern as a looser RE2 one: no lookarounds, repetition bounds <= 1000."""
     pattern = re.sub(r"\(\?<?[!=][^()]*\)", "", pattern)
     return re.sub(r"\{(\d+),\d{4,}\}", r"{\1,}", pattern)
-
-
-def _unpreceded(rx: re.Pattern, not_after: re.Pattern, text: str):
-    """The matches of ``rx`` whose first character does not follow one ``not_after`` matches:
-    the matches of ``(?<!not_after)rx``, found without a leading lookbehind."""
-    pos = 0
-    while (m := rx.search(text, pos)) is not None:
-        start = m.start()
-        if start > 0 and not_after.match(text, start - 1):
-            pos = start + 1
-            continue
-        yield m
-        pos = m.end() if m.end() > start else start + 1
 
 
 def _resolve(spans: list) -> list:

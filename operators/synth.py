@@ -1,14 +1,6 @@
-"""Phase-3 synthetic rewriting: prompts from seed files, and validation of the answers.
+"""Phase-3 synthetic rewriting: validation of the answers (the prompts are
+:mod:`operators.prompt_builder`).
 
-- :func:`load_templates`: prompt templates are YAML files (``operators/prompts/`` ships
-  OSS-Instruct and WaveCoder's four tasks adapted to code files; a user folder may add or
-  replace them). Placeholders: ``{language}``, ``{seed}``, ``{fence}``,
-  ``{target_language}``, ``{target_fence}``.
-- :class:`PromptBuilder`: seed files (with how many requests each should make) → request
-  rows. The seed is 1–15 consecutive lines from a random start (Magicoder); the template is
-  drawn by weight; every random choice comes from a generator seeded by the run seed, the
-  wave and the seed file, so a re-run builds the same requests. Sampling settings, the seed
-  lines and the template id travel with each row to the output.
 - :func:`extract_code`, :class:`SyntaxChecker`, :class:`SynthValidator`: the answer's code
   (the fenced block in the output language, else the whole answer), parsed (Python ``ast``;
   tree-sitter grammars for the other languages), length-bounded, then decontaminated,
@@ -20,30 +12,20 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import glob
-import json
-import os
 import re
-import string
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import xxhash
-import yaml
 
+from operators.prompt_builder import fence
 from operators.schema import FILE_SCHEMA, conform, live_mask, mark_removed
 
-PROMPTS_DIR = os.path.join(os.path.dirname(__file__), "prompts")
-PLACEHOLDERS = {"language", "seed", "fence", "target_language", "target_fence"}
 
 #: stages of the phase-3 ledger
 GENERATION_STAGE = "synth_generation"
 VALIDATION_STAGE = "synth_validation"
 
-#: fence tags of the languages (lowercase language name otherwise)
-FENCES = {"C++": "cpp", "C#": "csharp", "Shell": "bash", "Jupyter Notebook": "python",
-          "Visual Basic": "vb", "Objective-C": "objectivec", "Emacs Lisp": "elisp"}
 #: extra tags an answer may use for a language
 FENCE_ALIASES = {"Python": {"py", "python3"}, "JavaScript": {"js", "jsx", "node"},
                  "TypeScript": {"ts", "tsx"}, "C++": {"c++", "cc", "hpp", "cxx"},
@@ -73,177 +55,6 @@ SYNTH_FIELDS = [
 ]
 SYNTH_SCHEMA = pa.schema(list(FILE_SCHEMA) + SYNTH_FIELDS)
 
-
-def fence(lang: str) -> str:
-    return FENCES.get(lang, lang.lower().replace(" ", ""))
-
-
-@dataclasses.dataclass(frozen=True)
-class Template:
-    """One prompt template. ``output_language`` is ``seed`` (the answer is in the seed's
-    language) or ``target`` (in the builder's target language: translation)."""
-
-    id: str
-    system: str
-    user: str
-    output_language: str = "seed"
-
-    def __post_init__(self):
-        if self.output_language not in ("seed", "target"):
-            raise ValueError(f"template {self.id}: output_language must be seed or target")
-        for part in (self.system, self.user):
-            names = {f for _, f, _, _ in string.Formatter().parse(part) if f}
-            if names - PLACEHOLDERS:
-                raise ValueError(f"template {self.id}: unknown placeholders "
-                                 f"{sorted(names - PLACEHOLDERS)}; known {sorted(PLACEHOLDERS)}")
-        if "{seed}" not in self.user:
-            raise ValueError(f"template {self.id}: the user message must contain {{seed}}")
-
-    def messages(self, seed: str, language: str, target: str) -> list[dict]:
-        # the seed is substituted last, so braces inside the code are left alone
-        values = {"language": language, "fence": fence(language), "target_language": target,
-                  "target_fence": fence(target), "seed": "\0SEED\0"}
-        out = []
-        if self.system.strip():
-            out.append({"role": "system", "content": self.system.format(**values).strip()})
-        user = self.user.format(**values).replace("\0SEED\0", seed)
-        out.append({"role": "user", "content": user})
-        return out
-
-
-def load_templates(directory: str | None = None) -> dict[str, Template]:
-    """The packaged templates, then those of ``directory`` (same id replaces)."""
-    out = {}
-    for where in [PROMPTS_DIR] + ([directory] if directory else []):
-        files = sorted(glob.glob(os.path.join(where, "*.yaml")))
-        if where == directory and not files:
-            raise FileNotFoundError(f"no *.yaml prompt templates in {directory}")
-        for path in files:
-            with open(path) as f:
-                raw = yaml.safe_load(f)
-            try:
-                t = Template(**raw)
-            except TypeError as exc:
-                raise ValueError(f"{path}: {exc}") from None
-            out[t.id] = t
-    return out
-
-
-def seed_snippet(content: str, rng: np.random.Generator, min_lines: int = 1,
-                 max_lines: int = 15, max_chars: int = 4000, tries: int = 8
-                 ) -> tuple[int, int, str] | None:
-    """(start line, lines, text): ``min_lines``–``max_lines`` consecutive lines from a
-    random start, trailing lines dropped past ``max_chars``; None if every try is blank."""
-    lines = content.splitlines()
-    if not lines:
-        return None
-    for _ in range(tries):
-        n = int(rng.integers(min_lines, max_lines + 1))
-        n = min(n, len(lines))
-        start = int(rng.integers(0, len(lines) - n + 1))
-        chosen = lines[start:start + n]
-        while len(chosen) > 1 and sum(len(x) + 1 for x in chosen) > max_chars:
-            chosen.pop()
-        text = "\n".join(chosen)[:max_chars]
-        if text.strip():
-            return start, len(chosen), text
-    return None
-
-
-def _uid(*parts) -> int:
-    return xxhash.xxh3_64_intdigest(":".join(str(p) for p in parts).encode())
-
-
-def hash_unit(ids: list, salt) -> np.ndarray:
-    """A deterministic draw in [0, 1) per id (xxh3 of ``salt:id``)."""
-    return np.array([_uid(salt, i) / 2.0 ** 64 for i in ids])
-
-
-REQUEST_SCHEMA = pa.schema([
-    pa.field("request_id", pa.string()), pa.field("lang", pa.string()),
-    pa.field("seed_id", pa.string()), pa.field("seed_lang", pa.string()),
-    pa.field("seed_start_line", pa.int32()), pa.field("seed_lines", pa.int32()),
-    pa.field("template", pa.string()), pa.field("wave", pa.int32()),
-    pa.field("messages_json", pa.large_string()),
-    pa.field("temperature", pa.float32()), pa.field("top_p", pa.float32()),
-    pa.field("max_tokens", pa.int32()), pa.field("sampling_seed", pa.int64()),
-])
-
-
-@dataclasses.dataclass
-class PromptBuilder:
-    """Seed files (``id``, ``content``, ``lang``, ``n_requests``) → request rows.
-
-    Args:
-        templates: id → :class:`Template` (see :func:`load_templates`).
-        weights: template id → weight; a translation template is used only for seeds not
-            already in ``target_language``.
-        target_language: the output language of translation templates.
-        wave: the generation round (part of every random choice and id).
-        seed: the run seed.
-        temperature, top_p, max_tokens: sampling settings (recorded per row).
-        min_lines, max_lines, max_seed_chars: the seed snippet (Magicoder: 1–15 lines).
-    """
-
-    templates: dict
-    weights: dict = dataclasses.field(default_factory=lambda: {"oss_instruct": 1.0})
-    target_language: str = "Python"
-    wave: int = 0
-    seed: int = 0
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_tokens: int = 1024
-    min_lines: int = 1
-    max_lines: int = 15
-    max_seed_chars: int = 4000
-
-    def __post_init__(self):
-        unknown = set(self.weights) - set(self.templates)
-        if unknown:
-            raise ValueError(f"unknown prompt templates {sorted(unknown)}; "
-                             f"known {sorted(self.templates)}")
-        if not self.weights or min(self.weights.values()) < 0 or not sum(
-                self.weights.values()) > 0:
-            raise ValueError("template weights must be >= 0 with a positive sum")
-        if not 1 <= self.min_lines <= self.max_lines:
-            raise ValueError("need 1 <= min_lines <= max_lines")
-
-    def _choose(self, rng: np.random.Generator, seed_lang: str) -> Template:
-        ids = [t for t, w in sorted(self.weights.items()) if w > 0 and not (
-            self.templates[t].output_language == "target"
-            and seed_lang == self.target_language)]
-        if not ids:  # only translation, and the seed is already in the target language
-            ids = [t for t in sorted(self.templates) if
-                   self.templates[t].output_language == "seed"][:1]
-        w = np.array([self.weights.get(t, 1.0) for t in ids], dtype=float)
-        return self.templates[ids[int(rng.choice(len(ids), p=w / w.sum()))]]
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        rows = {f.name: [] for f in REQUEST_SCHEMA}
-        for r in table.select(["id", "content", "lang", "n_requests"]).to_pylist():
-            for j in range(int(r["n_requests"] or 0)):
-                key = _uid(self.seed, self.wave, r["id"], j)
-                rng = np.random.default_rng(key)
-                snip = seed_snippet(r["content"] or "", rng, self.min_lines, self.max_lines,
-                                    self.max_seed_chars)
-                if snip is None:
-                    continue  # a blank seed file: no request (counted as not made)
-                start, n_lines, text = snip
-                tpl = self._choose(rng, r["lang"])
-                out_lang = self.target_language if tpl.output_language == "target" \
-                    else r["lang"]
-                msgs = tpl.messages(text, r["lang"], self.target_language)
-                for name, value in (
-                        ("request_id", f"syn-{key:016x}"), ("lang", out_lang),
-                        ("seed_id", r["id"]), ("seed_lang", r["lang"]),
-                        ("seed_start_line", start + 1), ("seed_lines", n_lines),
-                        ("template", tpl.id), ("wave", self.wave),
-                        ("messages_json", json.dumps(msgs)),
-                        ("temperature", self.temperature), ("top_p", self.top_p),
-                        ("max_tokens", self.max_tokens),
-                        ("sampling_seed", key & 0x7FFFFFFF)):
-                    rows[name].append(value)
-        return pa.table(rows, schema=REQUEST_SCHEMA)
 
 
 _FENCE_RE = re.compile(

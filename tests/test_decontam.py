@@ -16,7 +16,8 @@ import pyarrow as pa
 import pytest
 
 from benchmarks.cleaning import mbpp_solution, reformat, rename_local
-from operators.decontam import BenchmarkSource, Decontaminate, _packaged
+from operators.benchmarks import BenchmarkSource, _packaged
+from operators.decontam import Decontaminate
 from operators.schema import FILE_SCHEMA, conform
 
 

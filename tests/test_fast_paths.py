@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pytest
 from tokenizers import Tokenizer
 
-from operators import pii
+from operators import pii, pii_addresses
 from operators.filters import comment_ratio, data_heavy
 from operators.kernels.tokens import PieceTable, char_classes
 from operators.tokens import ByteLevelCounter, count_tokens, load_tokenizer
@@ -244,10 +244,10 @@ def test_ip_patterns_and_prefilters_match_the_plain_forms(real_texts):
     p4, p6 = (re.compile(pii._PREFILTER[k]) for k in ("ipv4", "ipv6"))
     found = 0
     for text in texts:
-        for (rx, not_after), plain, pre in ((pii._IPV4, _PLAIN_IPV4, p4),
-                                            (pii._IPV6, _PLAIN_IPV6, p6)):
+        for (rx, not_after), plain, pre in ((pii_addresses._IPV4, _PLAIN_IPV4, p4),
+                                            (pii_addresses._IPV6, _PLAIN_IPV6, p6)):
             want = [m.span(1) for m in plain.finditer(text)]
-            assert [m.span(1) for m in pii._unpreceded(rx, not_after, text)] == want
+            assert [m.span(1) for m in pii_addresses._unpreceded(rx, not_after, text)] == want
             if any(_is_ip(text[a:b]) for a, b in want):
                 found += 1  # the family's batch prefilter never misses a possible address
                 assert pre.search(text)
@@ -331,7 +331,8 @@ def test_batch_decontamination_counts_equal_per_document_lookups(real_texts):
     import gzip
 
     from benchmarks.cleaning import humaneval_variants
-    from operators.decontam import Decontaminate, _packaged
+    from operators.benchmarks import _packaged
+    from operators.decontam import Decontaminate
     from operators.minhash import shingle_hashes
 
     with gzip.open(_packaged("humaneval"), "rt") as f:

@@ -102,7 +102,8 @@ def test_settings_validate_components():
     with pytest.raises(ValueError, match="source"):
         Component("web", "phase1", repeats=1.0)
     with pytest.raises(SettingsError, match="max_lang_share"):
-        from flows.settings import _build, Settings
+        from flows.config import build as _build
+        from flows.settings import Settings
 
         _build(Settings, {"mixture": {"phase1": [
             {"source": "raw", "input": "phase1", "repeats": 1.0,

@@ -14,7 +14,7 @@ import ray
 from flows.arctic import main
 from corpus import fixed_head
 from operators.llm import EngineConfig, VLLMGenerator
-from operators.synth import REQUEST_SCHEMA, PromptBuilder, load_templates
+from operators.prompt_builder import REQUEST_SCHEMA, PromptBuilder
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +35,8 @@ def test_engine_on_an_actor_answers_and_fails_rows_alone(ray_local):
                       "content": ["def add(a, b):\n    return a + b\n",
                                   "package main\n" + ("// " + "padding " * 60 + "\n") * 40],
                       "n_requests": pa.array([3, 1], pa.int32())})
-    requests = PromptBuilder(load_templates(), max_tokens=64, max_seed_chars=20000,
-                             min_lines=15, max_lines=15)(seeds)
+    requests = PromptBuilder(max_tokens=64, max_seed_chars=20000, min_lines=15,
+                             max_lines=15)(seeds)
     bad = requests.slice(0, 1).set_column(
         REQUEST_SCHEMA.get_field_index("messages_json"), "messages_json",
         pa.array(["not json"], pa.large_string()))

@@ -9,12 +9,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from flows.phase3 import plan_wave, request_counts, synth_targets
+from operators.synth_plan import plan_wave, request_counts, synth_targets
 from flows.settings import SettingsError, load_settings
 from operators.llm import GENERATION_SCHEMA
-from operators.synth import (REQUEST_SCHEMA, SYNTH_SCHEMA, PromptBuilder, SynthValidator,
-                             SyntaxChecker, Template, extract_code, load_templates,
-                             seed_snippet)
+from operators.prompt_builder import (REQUEST_SCHEMA, PromptBuilder, Template, load_templates,
+                               seed_snippet)
+from operators.synth import SYNTH_SCHEMA, SynthValidator, SyntaxChecker, extract_code
 
 SEED_FILE = "\n".join(f"def f{i}(x):\n    return x + {i}  # {{braces}} stay" for i in range(20))
 
@@ -55,8 +55,8 @@ def _seeds(n_requests):
 
 
 def test_prompt_builder_is_deterministic_and_records_provenance():
-    b = PromptBuilder(load_templates(), {"oss_instruct": 1.0, "translate": 1.0}, wave=2,
-                      seed=7, temperature=0.5, max_tokens=300)
+    b = PromptBuilder({"oss_instruct": 1.0, "translate": 1.0}, wave=2, seed=7,
+                      temperature=0.5, max_tokens=300)
     out = b(_seeds([3, 40, 5]))
     assert out.schema == REQUEST_SCHEMA
     assert out.num_rows == 43  # the blank seed file makes no request
@@ -73,11 +73,11 @@ def test_prompt_builder_is_deterministic_and_records_provenance():
     snippet = json.loads(rows[0]["messages_json"])[1]["content"]
     start, n = rows[0]["seed_start_line"], rows[0]["seed_lines"]
     assert "\n".join(SEED_FILE.splitlines()[start - 1:start - 1 + n]) in snippet
-    other = PromptBuilder(load_templates(), wave=3, seed=7)(_seeds([3, 0, 0]))
+    other = PromptBuilder(wave=3, seed=7)(_seeds([3, 0, 0]))
     assert set(other.column("request_id").to_pylist()).isdisjoint(
         out.column("request_id").to_pylist())
     with pytest.raises(ValueError, match="unknown prompt templates"):
-        PromptBuilder(load_templates(), {"nope": 1.0})
+        PromptBuilder({"nope": 1.0})
 
 
 def test_extract_code():
