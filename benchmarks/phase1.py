@@ -1,6 +1,7 @@
 """Phase 1 end to end, side by side with DataTrove, and its scaling.
 
     python benchmarks/phase1.py [--scales 1,4,16] [--cores N]
+    python benchmarks/phase1.py --reference REV --scales 4 --out FILE   # this code vs REV
 
 One invocation on this machine: (1) MinHash signatures, ours against datasketch's
 per-document path, on one core; (2) our whole phase 1 (read, content checks, language,
@@ -28,7 +29,8 @@ import pyarrow.dataset as pads
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import PEAK_MEMORY_NOTE, SDISTS, base_corpus, scaled_corpus  # noqa: E402
+from benchmarks.common import (PEAK_MEMORY_NOTE, SDISTS, base_corpus, corpus_mb,  # noqa: E402
+                               scaled_corpus)
 from benchmarks.near_dedup import (PARTITION_ROWS, scaling_lines, side_by_side,  # noqa: E402
                                    throughput)
 
@@ -62,13 +64,98 @@ def ours_phase1(corpus: Path, out: Path, log=None) -> dict:
     return {"kept": kept, "timings_s": run.timings}
 
 
+#: one timed phase 1 in a fresh process, with the code of the tree at argv[1] (this
+#: revision's or a reference's): a warm-up run, then the timed one; prints its figures and a
+#: digest of what it wrote (documents' files, ledger rows)
+RUNNER = """
+import hashlib, json, sys, time
+from pathlib import Path
+root, warm, corpus, work, cores = sys.argv[1:6]
+sys.path.insert(0, root)
+import pyarrow.dataset as pads, ray
+from benchmarks.phase1 import ours_phase1
+from flows.runtime import WORKER_ENV
+ray.init(num_cpus=int(cores), include_dashboard=False, object_store_memory=2 << 30,
+         runtime_env={"env_vars": {"PYTHONPATH": root, **WORKER_ENV}})
+ours_phase1(Path(warm), Path(work) / "warm")
+t = time.perf_counter()
+res = ours_phase1(Path(corpus), Path(work) / "run")
+wall = time.perf_counter() - t
+out = Path(work) / "run"
+docs = pads.dataset(out / "phase1").to_table(columns=["file_ids"]).column("file_ids")
+led = pads.dataset(out / "removed").to_table(columns=["id", "stage", "reason"]).to_pylist()
+kept = sorted(i for ids in docs.to_pylist() for i in ids)
+gone = sorted((r["id"], r["stage"], r["reason"]) for r in led)
+digest = hashlib.sha256(json.dumps([kept, gone]).encode()).hexdigest()[:16]
+print("RESULT " + json.dumps({"wall_s": wall, "kept": res["kept"], "removed": len(gone),
+                              "digest": digest, "stage_s": res["timings_s"]}))
+"""
+
+
+def versus(rev: str, scale: int, rounds: int, cores: int) -> list[str]:
+    """Phase 1 of this tree and of git revision ``rev`` on the same corpus and cores, in
+    alternating fresh processes: median wall times, their ratio, and whether both wrote
+    the same documents and ledger."""
+    import statistics
+    import subprocess
+
+    corpus = scaled_corpus(base_corpus(), scale, mode="identifiers")
+    warm = base_corpus()
+    runs: dict[str, list[dict]] = {"reference": [], "now": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        ref_tree = Path(tmp) / "reference"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(ref_tree),
+                        rev], check=True, capture_output=True)
+        try:
+            for i in range(rounds):
+                for name, tree in (("reference", ref_tree), ("now", ROOT)):
+                    work = Path(tmp) / f"{name}-{i}"
+                    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(tree))
+                    proc = subprocess.run(
+                        [sys.executable, "-c", RUNNER, str(tree), str(warm), str(corpus),
+                         str(work), str(cores)], env=env, cwd=str(tree), capture_output=True,
+                        text=True)
+                    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+                    if proc.returncode or not line:
+                        raise RuntimeError(f"{name} run failed:\n{proc.stderr[-3000:]}")
+                    runs[name].append(json.loads(line[0][7:]))
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                            str(ref_tree)], capture_output=True)
+    med = {k: statistics.median(r["wall_s"] for r in v) for k, v in runs.items()}
+    same = {r["digest"] for v in runs.values() for r in v}
+    lines = [f"## Side by side with revision `{rev}`", "",
+             f"{scale}x corpus ({corpus_mb(corpus):.1f} MB), {cores} cores, {rounds} alternating "
+             f"fresh-process runs each (after a warm-up run on the 1x corpus). Command: "
+             f"`python benchmarks/phase1.py --reference {rev} --scales {scale}`.", "",
+             "| code | wall s (each run) | median s | kept | removed | output digest |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, v in runs.items():
+        walls = ", ".join(f"{r['wall_s']:.1f}" for r in v)
+        lines.append(f"| {name} | {walls} | "
+                     f"{med[name]:.1f} | {v[0]['kept']} | {v[0]['removed']} | "
+                     f"{', '.join(sorted({r['digest'] for r in v}))} |")
+    lines += ["", f"Now / reference (median wall): **{med['now'] / med['reference']:.3f}**; "
+              f"same documents and ledger in every run: **{len(same) == 1}**."]
+    return lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/phase1.md"))
     p.add_argument("--scales", default="1,4,16")
     p.add_argument("--cores", type=int, default=os.cpu_count())
+    p.add_argument("--reference", help="git revision: time this tree's phase 1 against it "
+                   "instead (first scale of --scales), writes --out")
+    p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = "1"
+    if args.reference:
+        scale = int(args.scales.split(",")[0])
+        text = "\n".join(versus(args.reference, scale, args.rounds, args.cores)) + "\n"
+        Path(args.out).write_text(text)
+        print(text)
+        return 0
     corpus = base_corpus()
     from benchmarks.peers import datatrove_phase1
 

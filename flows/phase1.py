@@ -62,6 +62,16 @@ def _live_totals(table: pa.Table) -> tuple[int, int]:
     return int(pc.sum(live).as_py() or 0), int(size)
 
 
+def _with_scores(table: pa.Table, ops: list) -> pa.Table:
+    """Every operator's score columns, in operator order, last (null where an operator had
+    nothing to measure in this batch): every block of the ingest map has one schema."""
+    scores = [f"score_{s}" for op in ops for s in op.scores]
+    for name in scores:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.float32()))
+    return table.select([c for c in table.column_names if c not in scores] + scores)
+
+
 def _read_and_clean(batch: pa.Table, reader: FileReader, ops: list):
     """One input file (a one-row batch of paths) → cleaned canonical batches, each with
     its operators' stats (:data:`OP_STATS_TYPE`)."""
@@ -85,7 +95,7 @@ def _read_and_clean(batch: pa.Table, reader: FileReader, ops: list):
                           "rows_out": out_rows, "bytes_in": size, "bytes_out": out_size})
             rows, size = out_rows, out_size
         column = pa.array([stats] + [None] * (table.num_rows - 1), OP_STATS_TYPE)
-        yield table.append_column("op_stats", column)
+        yield _with_scores(table, ops).append_column("op_stats", column)
     release_memory()
 
 

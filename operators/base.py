@@ -41,6 +41,10 @@ class RowOperator:
     reasons: typing.ClassVar[tuple[str, ...]] = ()
     #: the columns it sets on live rows, or adds (besides content and the tombstone columns)
     writes: typing.ClassVar[tuple[str, ...]] = ()
+    #: measures it keeps per row it looked at, as ``score_<name>`` (float32) columns of
+    #: ``_work/clean``, removed rows included: a threshold can be re-tuned from them with
+    #: one Parquet query, without re-running (Dolma's taggers keep scores the same way)
+    scores: typing.ClassVar[tuple[str, ...]] = ()
     #: fields the run fills in from its own settings (the top-level ``tokenizer``, ``s3``),
     #: not configurable in the operator's section
     context: typing.ClassVar[tuple[str, ...]] = ()
@@ -99,6 +103,26 @@ class RowOperator:
                 per_row[i] = None if v is None else str(v)
             values = pa.array(per_row, pa.string())
         return mark_removed(table, pa.array(mask), self.stage, reason, values)
+
+    def keep_score(self, table: pa.Table, name: str, values, rows=None) -> pa.Table:
+        """Set ``score_<name>`` (one of :attr:`scores`) to ``values`` at ``rows`` (indices;
+        default every row, where ``values`` covers all rows and NaN means not measured)."""
+        if name not in self.scores:
+            raise ValueError(f"{type(self).__name__} keeps score {name!r}, not among its "
+                             f"declared scores {self.scores}")
+        column = f"score_{name}"
+        out = np.full(table.num_rows, np.nan, dtype=np.float32)
+        if rows is None:
+            out[:] = np.asarray(values, dtype=np.float32)
+        else:
+            out[np.asarray(rows, dtype=np.int64)] = np.asarray(values, dtype=np.float32)
+        if column in table.column_names:  # keep what an earlier pass measured
+            old = table.column(column).to_numpy(zero_copy_only=False).astype(np.float32)
+            out = np.where(np.isnan(out), old, out)
+        array = pa.array(out, pa.float32(), mask=np.isnan(out))
+        if column in table.column_names:
+            return table.set_column(table.schema.get_field_index(column), column, array)
+        return table.append_column(column, array)
 
     @classmethod
     def config_fields(cls) -> list[dataclasses.Field]:

@@ -225,7 +225,7 @@ class Decontaminate(RowOperator):
         self.setup()
         return len(self.index.labels) + len(self.short)
 
-    def scores(self, content: pa.Array) -> list[tuple[int, float] | None]:
+    def best_matches(self, content: pa.Array) -> list[tuple[int, float] | None]:
         """Per document: (best item, share of its shingles found), or None.
 
         Stage 1, every document: exact shingles against the index (vectorised). Stage 2,
@@ -270,7 +270,7 @@ class Decontaminate(RowOperator):
         content = pc.if_else(pa.array(live), pc.fill_null(table.column("content"), ""), "")
         mask = np.zeros(table.num_rows, dtype=bool)
         detail: list[str | None] = [None] * table.num_rows
-        for i, s in enumerate(self.scores(content) if len(self.index.labels) else []):
+        for i, s in enumerate(self.best_matches(content) if len(self.index.labels) else []):
             if s is not None and s[1] >= self.threshold:
                 mask[i] = True
                 detail[i] = f"{self.index.labels[s[0]]} {s[1]:.2f}"

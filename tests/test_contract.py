@@ -68,7 +68,12 @@ def test_every_operator_keeps_the_contract(operators, cls, case):
     assert after.schema.names[:len(before.schema)] == before.schema.names
     for field in before.schema:
         assert after.schema.field(field.name).type == field.type, field.name
-    assert set(after.column_names) - set(before.column_names) <= set(cls.writes)
+    scores = {f"score_{s}" for s in cls.scores}
+    assert set(after.column_names) - set(before.column_names) <= set(cls.writes) | scores
+    for name in scores & set(after.column_names):  # measured on rows it saw live only
+        values = after.column(name).to_pylist()
+        assert all(v is None for v, alive in zip(values, live_mask(before).to_pylist())
+                   if not alive), name
     # conservation: the same rows in the same order
     assert after.num_rows == before.num_rows
     assert after.column("id").to_pylist() == before.column("id").to_pylist()
@@ -149,4 +154,11 @@ def test_a_new_filter_is_one_module_and_one_registry_line(ray_local, monkeypatch
     assert manifest["config"]["phase1"]["code_filters"]["todo_density"] == {
         "max_per_100_lines": 20.0, "min_lines": 5, "enabled": True}
     assert "| todo_density |" in (out / "report.md").read_text()
+    # the filters' measures stay with every row, removed ones too, for re-tuning
+    clean = pads.dataset(out / "_work/clean").to_table().to_pylist()
+    by_path = {r["path"]: r for r in clean}
+    assert all(0 < r["score_alnum_fraction"] < 1 for r in clean)
+    assert by_path["b.py"]["removed_reason"] == "todo_density"
+    assert by_path["a.py"]["score_comment_ratio"] > 0.01
+    assert by_path["a.py"]["score_chars_per_token"] > 2
     assert p1["conservation"]["ok"]

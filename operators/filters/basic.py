@@ -88,6 +88,7 @@ class BasicFilters(RowOperator):
     name = stage = "basic_filters"
     reasons = ("max_line_length", "mean_line_length", "alnum_fraction", "too_short",
                "too_long")
+    scores = ("max_line_length", "mean_line_length", "alnum_fraction")
 
     max_line_length: int = 1000
     max_mean_line_length: float = 100.0
@@ -134,6 +135,9 @@ class BasicFilters(RowOperator):
         frac = alnum_fraction(content)
         chars = pc.utf8_length(content).to_numpy(zero_copy_only=False)
         th = self._thresholds(table)
+        rows = np.flatnonzero(live)
+        for name, value in zip(self.scores, (max_len, mean_len, frac)):
+            table = self.keep_score(table, name, value[rows], rows)
         checks = [
             (max_len > th["max_line_length"], "max_line_length", max_len),
             (mean_len > th["max_mean_line_length"], "mean_line_length", mean_len.round(1)),

@@ -52,6 +52,7 @@ class CommentRatioFilter(RowOperator):
     name = "comment_ratio"
     stage = "code_filters"
     reasons = ("comment_ratio",)
+    scores = ("comment_ratio",)
 
     min_ratio: float = 0.01
     max_ratio: float = 0.8
@@ -68,5 +69,7 @@ class CommentRatioFilter(RowOperator):
             zero_copy_only=False)] if len(rows) else rows
         langs = table.column("lang").take(pa.array(rows)).to_pylist()
         ratio, lines = comment_fractions(content, rows, langs, self.min_lines)
-        hit = (lines >= self.min_lines) & ((ratio < self.min_ratio) | (ratio > self.max_ratio))
+        measured = lines >= self.min_lines
+        table = self.keep_score(table, "comment_ratio", ratio[measured], rows[measured])
+        hit = measured & ((ratio < self.min_ratio) | (ratio > self.max_ratio))
         return self.remove(table, rows[hit], "comment_ratio", np.round(ratio[hit], 4).tolist())

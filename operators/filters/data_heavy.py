@@ -40,6 +40,7 @@ class DataFileFilter(RowOperator):
     name = "data_heavy"
     stage = "code_filters"
     reasons = ("data_heavy",)
+    scores = ("data_fraction",)
 
     min_chars: int = 10_000
     max_data_fraction: float = 0.7
@@ -50,5 +51,6 @@ class DataFileFilter(RowOperator):
         rows = self.live_rows(table)
         rows = rows[chars[rows] > self.min_chars]
         frac = data_fractions(content, rows)
+        table = self.keep_score(table, "data_fraction", frac, rows)
         hit = frac > self.max_data_fraction
         return self.remove(table, rows[hit], "data_heavy", np.round(frac[hit], 3).tolist())

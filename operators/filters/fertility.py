@@ -20,6 +20,7 @@ class FertilityFilter(RowOperator):
     name = "fertility"
     stage = "code_filters"
     reasons = ("low_fertility",)
+    scores = ("chars_per_token",)
 
     minimum: dict = dataclasses.field(
         default_factory=lambda: {"Python": 2.5, "Java": 2.9, "JavaScript": 2.6})
@@ -36,5 +37,7 @@ class FertilityFilter(RowOperator):
             zero_copy_only=False).astype(np.float64)
         floor = np.array([self.minimum.get(x, 0.0) for x in table.column("lang").to_pylist()])
         ratio = np.divide(chars, tokens, out=np.full_like(chars, np.inf), where=tokens > 0)
+        live = np.flatnonzero(self.live(table) & (tokens > 0))
+        table = self.keep_score(table, "chars_per_token", ratio[live], live)
         detail = pa.array([f"{r:.2f}" for r in ratio], pa.string())
         return self.remove(table, (ratio < floor) & self.live(table), "low_fertility", detail)
