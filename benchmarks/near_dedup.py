@@ -171,7 +171,8 @@ def ours_near_dedup(corpus: Path, out: Path, verify: bool, log=None,
     near_dedup stage of the flow, then drop the removed files in a partitioned anti-join
     and write the rest. Ray must already be initialised."""
     from flows.near_dedup import near_dedup
-    from flows.phase1 import live_rows, read_files
+    from flows.phase1 import read_files
+    from flows.phases import live_rows
     from flows.runtime import Run
     from flows.settings import load_settings
     from flows.shuffle import anti_join, partition_count

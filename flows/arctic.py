@@ -68,13 +68,12 @@ def main(argv=None) -> int:
     import ray
 
     from flows.console import print_summary
+    from flows.phases import MissingPhaseInput
     from flows.runtime import Run, init_ray
+    from operators.io import UnreadableInput
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
-
-    from flows.phases import MissingPhaseInput
-    from operators.io import UnreadableInput
 
     t0 = time.time()
     input_uri = resolve_input(settings, log)

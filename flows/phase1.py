@@ -3,11 +3,12 @@
 Stages, each written to storage with a ``_SUCCESS`` marker (a re-run with ``--resume``
 skips a finished stage whose config hash matches):
 
-1. ``ingest``  read every input file → content checks → language filter → secret/PII
+1. ``ingest``  read every input file → the row-wise operators of
+   :mod:`operators.registry`, in its order (content checks → language filter → secret/PII
    redaction → token count → basic filters → code filters → decontamination → content
-   hash → MinHash signatures. One streaming map over the content; output ``_work/clean/``
-   holds every row, removed ones as tombstones without content. Their ledger goes to
-   ``removed/ingest/``.
+   hash → MinHash signatures). One streaming map over the content; output ``_work/clean/``
+   holds every row, removed ones as tombstones without content, with the filters' scores
+   and each batch's per-operator stats. Their ledger goes to ``removed/ingest/``.
 2. ``exact_dedup``  only the key columns (no content) are shuffled, by content-hash bucket;
    each bucket picks representatives and writes the others to ``removed/exact_dedup/``.
 3. ``near_dedup``  MinHash LSH buckets → edges → connected components (flows.near_dedup).
@@ -37,10 +38,9 @@ import ray.data
 from flows.faults import maybe_die
 from flows.manifest import phase1_counts
 from flows.near_dedup import near_dedup
-from flows.phases import DEDUP_STAGES
+from flows.phases import DEDUP_STAGES, live_rows, live_totals
 from flows.runtime import Run, release_memory
-from flows.shuffle import (KEY_BLOCK_ROWS, block_rows, partition_count, partitioned,
-                           rows_and_bytes)
+from flows.shuffle import KEY_BLOCK_ROWS, block_rows, partition_count, partitioned
 from operators import registry, storage
 from operators.dedup import choose_representatives
 from operators.grouping import RepoDocumentBuilder, group_key_repo
@@ -56,7 +56,7 @@ OP_STATS_TYPE = pa.list_(pa.struct([
     ("rows_out", pa.int64()), ("bytes_in", pa.int64()), ("bytes_out", pa.int64())]))
 
 
-def _live_totals(table: pa.Table) -> tuple[int, int]:
+def _live_counts(table: pa.Table) -> tuple[int, int]:
     live = live_mask(table)
     size = pc.sum(pc.binary_length(pc.fill_null(table.column("content"), ""))).as_py() or 0
     return int(pc.sum(live).as_py() or 0), int(size)
@@ -82,7 +82,7 @@ def _read_and_clean(batch: pa.Table, reader: FileReader, ops: list):
         table = next(batches, None)
         if table is None:
             break
-        rows, size = _live_totals(table)
+        rows, size = _live_counts(table)
         stats = [{"op": registry.READ_STAGE, "seconds": time.perf_counter() - t,
                   "rows_in": table.num_rows, "rows_out": rows, "bytes_in": size,
                   "bytes_out": size}]
@@ -90,23 +90,13 @@ def _read_and_clean(batch: pa.Table, reader: FileReader, ops: list):
             t = time.perf_counter()
             table = op(table)
             seconds = time.perf_counter() - t
-            out_rows, out_size = _live_totals(table)
+            out_rows, out_size = _live_counts(table)
             stats.append({"op": op.name, "seconds": seconds, "rows_in": rows,
                           "rows_out": out_rows, "bytes_in": size, "bytes_out": out_size})
             rows, size = out_rows, out_size
         column = pa.array([stats] + [None] * (table.num_rows - 1), OP_STATS_TYPE)
         yield _with_scores(table, ops).append_column("op_stats", column)
     release_memory()
-
-
-def live_rows(run: Run) -> int:
-    """Rows that survived the row-wise stages (reads one small column)."""
-    return run.read("_work/clean", columns=["removed_stage"], live=True).count()
-
-
-def live_totals(run: Run) -> tuple[int, int]:
-    """Rows and content bytes that survived the row-wise stages (one row per block back)."""
-    return rows_and_bytes(run.read("_work/clean", columns=["size_bytes"], live=True))
 
 
 def read_files(run: Run, ops: list) -> ray.data.Dataset:

@@ -23,7 +23,7 @@ import ray.data
 
 from flows.manifest import grouped_sums
 from flows.faults import maybe_die
-from flows.phases import DEDUP_STAGES, FILE_COLS, require
+from flows.phases import DEDUP_STAGES, FILE_COLS, live_totals, require
 from flows.runtime import Run, actor_resources
 from flows.shuffle import anti_join, block_rows, partition_count
 from operators import storage
@@ -57,8 +57,6 @@ def load_head(run: Run) -> QualityHead:
 
 def phase1_files(run: Run) -> ray.data.Dataset:
     """The files phase 1 kept, with content: live rows minus the dedup removals."""
-    from flows.phase1 import live_totals
-
     rows = run.read("_work/clean", columns=FILE_COLS, live=True)
     gone = [run.read(f"removed/{s}", columns=["id"], schema=LEDGER_SCHEMA)
             for s in DEDUP_STAGES if run.exists(f"removed/{s}")]

@@ -19,8 +19,20 @@ import typing
 #: phase 1's dedup stages: their ledgers mark files that grouping and phase 2 leave out
 DEDUP_STAGES = ["exact_dedup", "near_dedup"]
 
-#: the file columns that phases 2 and 3 read from phase 1's cleaned files
+#: the file columns that phases 2 and 3 read from phase 1's cleaned files (``_work/clean``)
 FILE_COLS = ["id", "content", "path", "n_tokens", "lang", "repo", "source"]
+
+
+def live_rows(run) -> int:
+    """Rows that survived the row-wise stages (reads one small column)."""
+    return run.read("_work/clean", columns=["removed_stage"], live=True).count()
+
+
+def live_totals(run) -> tuple[int, int]:
+    """Rows and content bytes that survived the row-wise stages (one row per block back)."""
+    from flows.shuffle import rows_and_bytes
+
+    return rows_and_bytes(run.read("_work/clean", columns=["size_bytes"], live=True))
 
 
 class MissingPhaseInput(RuntimeError):
