@@ -375,3 +375,64 @@ def test_batch_keyword_lines_give_the_per_text_findings(real_texts):
         assert r._keyword_spans(text, paths[i], lines.get(i, [])) == plain, i
         found += bool(plain)
     assert found >= 150
+
+
+# -- MinHash ---------------------------------------------------------------------------------
+_M64 = (1 << 64) - 1
+
+
+def _plain_mix(x: int) -> int:
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def _plain_shingles(text: str, ngram: int, lower: bool = False) -> tuple[list[int], int]:
+    """The scheme of operators/minhash.py in plain Python: tokens are the runs of
+    [A-Za-z0-9_] (bytes), FNV-1a per token through splitmix64, a shingle the rotated XOR of
+    its ``ngram`` token hashes plus ``ngram`` through splitmix64."""
+    toks = [t for t in re.split(rb"[^A-Za-z0-9_]+", text.encode()) if t]
+    hashes = []
+    for t in toks:
+        h = 0xCBF29CE484222325
+        for c in (t.lower() if lower else t):
+            h = ((h ^ c) * 0x100000001B3) & _M64
+        hashes.append(_plain_mix(h))
+    out = []
+    for i in range(ngram - 1, len(hashes)):
+        s = 0
+        for j in range(ngram):
+            x, k = hashes[i - ngram + 1 + j], (13 * j) % 63 + 1
+            s ^= ((x << k) | (x >> (64 - k))) & _M64
+        out.append(_plain_mix((s + ngram) & _M64))
+    return out, len(hashes)
+
+
+def test_minhash_kernels_equal_the_plain_form(real_texts):
+    """operators/kernels/minhash.py: shingle hashes, signatures and band hashes equal a
+    plain-Python form of the same scheme, on real files and Unicode and separator fuzz."""
+    from operators.minhash import band_hashes, permutations, shingle_hashes, signatures
+
+    texts = list(real_texts[:40]) + _fuzz(["a", "B", "_", "0", " ", "\n", ";", "é", "中",
+                                           "\U0001f600", "ab_9", "X"], 400, 40, 11) + ["", "x"]
+    arr = pa.array(texts, pa.large_string())
+    for lower in (False, True):
+        hashes, starts = shingle_hashes(arr, 5, lower=lower)
+        for d, text in enumerate(texts):
+            assert hashes[starts[d]:starts[d + 1]].tolist() == _plain_shingles(
+                text, 5, lower)[0], d
+    sigs, n_tok = signatures(arr, num_perm=16, ngram=5, seed=3)
+    a, b = permutations(16, 3)
+    for d, text in enumerate(texts):
+        shingles, n = _plain_shingles(text, 5)
+        assert n_tok[d] == n
+        want = [min(((int(a[j]) * s + int(b[j])) & _M64 for s in shingles), default=_M64)
+                for j in range(16)]
+        assert sigs[d].tolist() == want, d
+    bands = band_hashes(sigs, 4, 4)
+    for d in range(len(texts)):
+        for band in range(4):
+            h = (0x9E3779B97F4A7C15 * (band + 1)) & _M64
+            for j in range(4):
+                h = _plain_mix(h ^ int(sigs[d, band * 4 + j]))
+            assert int(bands[d, band]) == h
