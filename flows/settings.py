@@ -352,9 +352,9 @@ _PRESENTATION = {"report.py", "report_tables.py", "explore.py", "verify.py", "pl
 @functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
     """The code a stage's output depends on: the package version, the operator registry
-    (each operator and its defaults) and the source of ``operators/`` and ``flows/`` (less
-    the modules that only present results). ``--resume`` reruns a stage whose marker was
-    written under another fingerprint."""
+    (each operator and its defaults) and the source of ``operators/`` (with its prompt
+    templates) and ``flows/`` (less the modules that only present results). ``--resume``
+    reruns a stage whose marker was written under another fingerprint."""
     import importlib.metadata
 
     from operators import registry
@@ -366,7 +366,8 @@ def code_fingerprint() -> str:
     except importlib.metadata.PackageNotFoundError:
         pass
     digest.update(registry.fingerprint().encode())
-    for path in sorted([*root.glob("operators/**/*.py"), *root.glob("flows/*.py")]):
+    for path in sorted([*root.glob("operators/**/*.py"), *root.glob("operators/**/*.yaml"),
+                        *root.glob("flows/*.py")]):
         if path.name not in _PRESENTATION:
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
