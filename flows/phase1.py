@@ -57,9 +57,9 @@ OP_STATS_TYPE = pa.list_(pa.struct([
 
 
 def _live_counts(table: pa.Table) -> tuple[int, int]:
-    live = live_mask(table)
-    size = pc.sum(pc.binary_length(pc.fill_null(table.column("content"), ""))).as_py() or 0
-    return int(pc.sum(live).as_py() or 0), int(size)
+    """Live rows and their content bytes (tombstones have null content: not summed)."""
+    size = pc.sum(pc.binary_length(table.column("content"))).as_py() or 0
+    return int(pc.sum(live_mask(table)).as_py() or 0), int(size)
 
 
 def _with_scores(table: pa.Table, ops: list) -> pa.Table:
