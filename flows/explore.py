@@ -31,7 +31,7 @@ def connect(log=print) -> str:
         where = "cluster"
     except (ConnectionError, RuntimeError, ValueError):
         export_repo_path()
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
         where = "local"
     ray.data.DataContext.get_current().enable_progress_bars = False
     log(f"Ray ({where}): {ray.cluster_resources()}")

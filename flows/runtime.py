@@ -64,7 +64,7 @@ def worker_runtime_env() -> dict:
 
 def init_ray(settings: Settings, log=print) -> bool:
     """Connect to the cluster (``ray job submit``, ``RAY_ADDRESS`` or ``ray.address``), or
-    start a local Ray sized for one machine. False when Ray was already initialised (a
+    start a local Ray sized for one machine, never joining another Ray on the machine. False when Ray was already initialised (a
     notebook or a test), so the caller leaves it running."""
     if ray.is_initialized():
         return False
@@ -79,7 +79,9 @@ def init_ray(settings: Settings, log=print) -> bool:
         kwargs["object_store_memory"] = settings.ray.object_store_memory_mb * 1024 * 1024
     if settings.ray.num_cpus:
         kwargs["num_cpus"] = settings.ray.num_cpus
-    ray.init(**kwargs)
+    # "local": a Ray of its own even when another is registered on this machine (a `ray
+    # start` head, a notebook's): without an address nothing is joined by accident
+    ray.init(address="local", **kwargs)
     log(f"started a local Ray: {ray.cluster_resources()}")
     return True
 

@@ -29,8 +29,8 @@ def ray_local():
     from flows.runtime import export_repo_path
 
     export_repo_path()  # the workers' environment of a local run of the flow
-    ray.init(num_cpus=2, object_store_memory=1 << 30, include_dashboard=False,
-             log_to_driver=False)
+    ray.init(address="local", num_cpus=2, object_store_memory=1 << 30,
+             include_dashboard=False, log_to_driver=False)
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False

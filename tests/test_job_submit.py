@@ -20,19 +20,19 @@ from conftest import ROOT, free_port
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def ray_head(tmp_path_factory):
-    """A Ray head started with `ray start --head --block`; only this cluster is stopped."""
+def _start_head(temp_dir=None):
+    """`ray start --head --block` (its own ports; ``temp_dir`` None: Ray's default, where
+    the head registers itself as the machine's current cluster); yields (ray, dashboard
+    URL, env, port) and stops only this head."""
     ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
     port, dash = free_port(), free_port()
-    temp = tmp_path_factory.mktemp("rh")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
          "--object-store-memory=800000000", "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={temp}",
-         "--disable-usage-stats",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         *([f"--temp-dir={temp_dir}"] if temp_dir else []), "--disable-usage-stats",
          # own agent ports: another Ray on this machine (the session's) holds the defaults
          f"--dashboard-agent-listen-port={free_port()}",
          f"--dashboard-agent-grpc-port={free_port()}",
@@ -51,12 +51,19 @@ def ray_head(tmp_path_factory):
             time.sleep(1)
     else:
         raise TimeoutError("ray head did not come up")
-    yield ray_bin, url, env
+    yield ray_bin, url, env, port
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def ray_head(tmp_path_factory):
+    """A Ray head in a temp dir of its own (no other Ray finds it)."""
+    for ray_bin, url, env, _ in _start_head(tmp_path_factory.mktemp("rh")):
+        yield ray_bin, url, env
 
 
 def test_ray_job_submit_runs_the_flow(ray_head, stack_corpus, tmp_path):
@@ -88,3 +95,36 @@ def test_ray_job_submit_runs_the_flow(ray_head, stack_corpus, tmp_path):
     ledger = pads.dataset(out / "removed").to_table()
     n_docs = sum(len(x) for x in docs.column("file_ids").to_pylist())
     assert n_docs + ledger.num_rows == len(expected)
+
+
+def test_embedded_cli_runs_its_own_ray_beside_a_registered_one(stack_corpus, tmp_path):
+    """A `ray start` head registered as this machine's current cluster (Ray's default temp
+    dir) does not capture the CLI: with no address given it starts a Ray of its own."""
+    from ray._private.utils import get_ray_address_file
+
+    address_file = get_ray_address_file(None)
+    before = open(address_file).read() if os.path.exists(address_file) else None
+    head = _start_head()
+    try:
+        _, _, env, port = next(head)
+        deadline = time.time() + 60  # `ray start` registers itself after its services
+        while not (os.path.exists(address_file) and open(address_file).read().strip()
+                   .endswith(f":{port}")) and time.time() < deadline:
+            time.sleep(0.5)
+        assert open(address_file).read().strip().endswith(f":{port}")  # registered
+        root, expected = stack_corpus
+        out = tmp_path / "out"
+        res = subprocess.run([sys.executable, "flows/arctic.py", "--input", str(root),
+                              "--output", str(out), "--phases", "1"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=900)
+        assert res.returncode == 0, res.stderr[-5000:]
+        assert "started a local Ray" in res.stderr and "connected to Ray" not in res.stderr
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["phase1"]["input_rows"] == len(expected)
+    finally:
+        next(head, None)
+        if before is None and os.path.exists(address_file):
+            os.remove(address_file)  # the registration of the head this test stopped
+        elif before is not None:
+            with open(address_file, "w") as f:
+                f.write(before)
