@@ -165,8 +165,8 @@ def operator_stats(run: Run, removed: dict) -> list[dict]:
         if name not in sums:
             continue
         s = sums[name]
-        gone = {reason: v for (stage, reason), op in owner.items() if op == name
-                for r, v in removed.get(stage, {}).items() if r == reason}
+        gone = {reason: removed[stage][reason] for (stage, reason), op in owner.items()
+                if op == name and reason in removed.get(stage, {})}
         out.append({"name": name, "seconds": round(s["sum(seconds)"], 3),
                     **{c: int(s[f"sum({c})"]) for c in cols[1:]},
                     "rows_removed": sum(v["rows"] for v in gone.values()),

@@ -116,9 +116,6 @@ class RowOperator:
             out[:] = np.asarray(values, dtype=np.float32)
         else:
             out[np.asarray(rows, dtype=np.int64)] = np.asarray(values, dtype=np.float32)
-        if column in table.column_names:  # keep what an earlier pass measured
-            old = table.column(column).to_numpy(zero_copy_only=False).astype(np.float32)
-            out = np.where(np.isnan(out), old, out)
         array = pa.array(out, pa.float32(), mask=np.isnan(out))
         if column in table.column_names:
             return table.set_column(table.schema.get_field_index(column), column, array)
