@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", default=None,
                    help="skip stages an earlier run finished with the same config")
     p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+    p.add_argument("--verbose", action="store_true",
+                   help="print Ray's, Ray Data's and the workers' (vLLM's) messages too; "
+                   "without it they go to OUT/logs/ only")
     return p.parse_args(argv)
 
 
@@ -68,40 +72,76 @@ def main(argv=None) -> int:
     import ray
 
     from flows.console import print_summary
+    from flows.logs import Console, copy_ray_logs, ray_session_dir
     from flows.phases import MissingPhaseInput
     from flows.runtime import Run, init_ray
     from operators.io import UnreadableInput
 
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
-
+    log_dir, remote_logs = local_log_dir(settings)
+    console = Console(log_dir, verbose=args.verbose)
     t0 = time.time()
-    input_uri = resolve_input(settings, log)
-    started_ray = init_ray(settings, log)
+    session_dir = None
     try:
-        run = Run(settings, input_uri, log)
-        run.log(f"input {input_uri} → output {settings.output}; phases "
-                f"{','.join(settings.phases)}")
-        sections = run_phases(run)
-        manifest, report = write_outputs(run, sections, t0)
-    except MissingPhaseInput as exc:
-        print(f"arctic: {exc}", file=sys.stderr)
-        return 4
-    except UnreadableInput as exc:  # read.strict: the first unreadable file stops the run
-        line = next((ln for ln in str(exc).splitlines() if "cannot read input file" in ln),
-                    str(exc).splitlines()[-1])
-        print(f"arctic: {line.strip()} (read.strict is set)", file=sys.stderr)
-        return 5
+        input_uri = resolve_input(settings, console.say)
+        console.capture()
+        started_ray = init_ray(settings, console.say, log_to_driver=args.verbose)
+        if started_ray and not settings.ray.address and not os.environ.get("RAY_ADDRESS"):
+            session_dir = ray_session_dir()
+        console.say(f"logs: {remote_logs or log_dir} (--verbose prints them here)")
+        try:
+            run = Run(settings, input_uri, console.say, console)
+            run.log(f"input {input_uri} → output {settings.output}; phases "
+                    f"{','.join(settings.phases)}")
+            sections = run_phases(run)
+            manifest, report = write_outputs(run, sections, t0)
+        except MissingPhaseInput as exc:
+            console.say(f"arctic: {exc}")
+            return 4
+        except UnreadableInput as exc:  # read.strict: the first unreadable file stops it
+            line = next((ln for ln in str(exc).splitlines()
+                         if "cannot read input file" in ln), str(exc).splitlines()[-1])
+            console.say(f"arctic: {line.strip()} (read.strict is set)")
+            return 5
+        finally:
+            if started_ray:
+                ray.shutdown()
     finally:
-        if started_ray:
-            ray.shutdown()
-    print_summary(run, manifest, report)
+        console.close()
+        copy_ray_logs(session_dir, log_dir)
+        if remote_logs:
+            upload_logs(settings, log_dir, remote_logs)
+    print_summary(run, manifest, report, console.warning_lines())
     for phase in ("phase1", "phase3"):
         if phase in sections and not sections[phase]["conservation"]["ok"]:
             print(f"arctic: {phase} conservation check failed: " +
                   json.dumps(sections[phase]["conservation"]), file=sys.stderr)
             return 3
     return 0
+
+
+def local_log_dir(settings: Settings) -> tuple[str, str | None]:
+    """Where this run's logs are written: ``OUT/logs`` for a local output; for an S3 one a
+    local folder, uploaded to ``OUT/logs`` at the end (the second value)."""
+    from operators import storage
+
+    out = settings.output
+    if "://" not in out or out.startswith("file://"):
+        return os.path.join(out.removeprefix("file://"), "logs"), None
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="arctic-logs-"), storage.join(out, "logs")
+
+
+def upload_logs(settings: Settings, log_dir: str, uri: str) -> None:
+    from operators import storage
+
+    fs, root = storage.resolve(uri, settings.s3)
+    for folder, _, names in os.walk(log_dir):
+        for name in names:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, log_dir).replace(os.sep, "/")
+            with open(path, "rb") as f:
+                storage.write_bytes(fs, f"{root}/{rel}", f.read())
 
 
 def run_phases(run) -> dict:

@@ -49,7 +49,7 @@ def operator_lines(p1: dict) -> list[str]:
     return lines
 
 
-def print_summary(run, manifest: dict, report: str) -> None:
+def print_summary(run, manifest: dict, report: str, warnings: list[str] = ()) -> None:
     out = []
     if "phase1" in manifest:
         out += summary_lines(manifest) + operator_lines(manifest["phase1"])
@@ -76,5 +76,6 @@ def print_summary(run, manifest: dict, report: str) -> None:
                + (f"{run.uri('mixture')} (training mixture), " if "mixture" in manifest
                   else "")
                + f"{run.uri('manifest.json')}, {report}")
+    out += list(warnings)
     out.append(f"wall time: {manifest['wall_time_s']:.1f}s")
     print("\n".join(out), flush=True)

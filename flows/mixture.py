@@ -105,7 +105,7 @@ def mix_phase(run: Run, phase: str) -> dict:
             bpt[c.input] = bytes_per_token(run, c.input, tokens)
     expected = sum(p["tokens"] * bpt[c.input] for p, c in zip(plans, comps))
     n_shards = shard_count(expected, m.compressed_ratio, m.shard_bytes)
-    run.log(f"mixture phase {phase}: " + ", ".join(
+    run.detail(f"mixture phase {phase}: " + ", ".join(
         f"{p['component']} x{p['factor']:.3f} → {p['tokens']:,.0f} tokens" for p in plans)
         + f"; ~{expected / 1e6:,.1f} MB of text in {n_shards} shard(s)")
     parts = []

@@ -141,18 +141,18 @@ def near_dedup(run: Run, live_rows: int, source: str = "_work/clean",
                      rows_per_task=max(1, KEY_BLOCK_ROWS // bands), total_rows=live_rows)
     bands_rows = nodes.map_batches(cc.explode_bands, batch_format="pyarrow")
     n_parts = partition_count(live_rows * bands, s.rows_per_partition)
-    run.log(f"{stage}: {n_parts} partition(s) of band rows")
+    run.detail(f"{stage}: {n_parts} partition(s) of band rows")
     edges = partitioned(bands_rows, ["band", "hash"], n_parts, cc.bucket_edges,
                         batch_rows=None)
     edges = partitioned(edges, ["u", "v"], n_parts, cc.distinct_edges).materialize()
     prev = _checksum(edges)
     info["candidate_edges"] = prev[0]
-    run.log(f"near_dedup: {prev[0]} candidate edges from LSH buckets")
+    run.detail(f"near_dedup: {prev[0]} candidate edges from LSH buckets")
     if s.verify and prev[0]:
         edges = _verified(run, edges, live_rows, prev[0], source, s).materialize()
         prev = _checksum(edges)
         info["verified_edges"] = prev[0]
-        run.log(f"near_dedup: {prev[0]} edges with estimated Jaccard >= {s.threshold}")
+        run.detail(f"near_dedup: {prev[0]} edges with estimated Jaccard >= {s.threshold}")
     rounds = 0
     while prev[0] > 0:
         rounds += 1
@@ -166,7 +166,7 @@ def near_dedup(run: Run, live_rows: int, source: str = "_work/clean",
         step = partitioned(step, ["src"], e_parts, cc.small_star_step)
         step = partitioned(step, ["u", "v"], e_parts, cc.distinct_edges).materialize()
         cur = _checksum(step)
-        run.log(f"near_dedup: round {rounds}: {cur[0]} edges")
+        run.detail(f"near_dedup: round {rounds}: {cur[0]} edges")
         edges = step
         if cur == prev:
             break

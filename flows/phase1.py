@@ -105,7 +105,7 @@ def read_files(run: Run, ops: list) -> ray.data.Dataset:
     if not files:
         raise FileNotFoundError(f"no input files ({', '.join(INPUT_SUFFIXES)}) under "
                                 f"{run.input_uri}")
-    run.log(f"ingest: {len(files)} input files under {run.input_uri}")
+    run.detail(f"ingest: {len(files)} input files under {run.input_uri}")
     s = run.settings
     reader = FileReader(run.in_root, run.in_fs, s.read.batch_rows, s.read.strict,
                         batch_bytes=s.read.batch_bytes)
@@ -118,10 +118,10 @@ def read_files(run: Run, ops: list) -> ray.data.Dataset:
 def ingest(run: Run) -> None:
     s = run.settings
     ops = s.phase1.bound(tokenizer=s.tokenizer, s3=s.s3)
-    run.log("ingest: " + " → ".join(op.name for op in ops))
+    run.detail("ingest: " + " → ".join(op.name for op in ops))
     for op in ops:
         if hasattr(op, "n_items"):
-            run.log(f"ingest: {op.name} against {op.n_items} benchmark items")
+            run.detail(f"ingest: {op.name} against {op.n_items} benchmark items")
     run.write(read_files(run, ops), "_work/clean")
     ledger = run.read("_work/clean", columns=tombstone_columns(), live=False)
     run.write(ledger.map_batches(tombstones_to_ledger, batch_format="pyarrow"),
@@ -134,7 +134,7 @@ def exact_dedup(run: Run) -> None:
     keys = run.read("_work/clean", columns=KEY_COLUMNS, live=True,
                     rows_per_task=KEY_BLOCK_ROWS, total_rows=n_rows)
     n_buckets = partition_count(n_rows, s.rows_per_bucket)
-    run.log(f"exact_dedup: {n_rows} live files in {n_buckets} hash bucket(s)")
+    run.detail(f"exact_dedup: {n_rows} live files in {n_buckets} hash bucket(s)")
 
     removed = partitioned(keys, ["content_hash"], n_buckets, choose_representatives,
                           {"group_col": "content_hash", "stage": "exact_dedup",
@@ -171,7 +171,7 @@ def grouping(run: Run) -> None:
                                   repo_header=g.repo_header, file_header=g.file_header)
     n_partitions = max(partition_count(n_rows, g.rows_per_partition),
                        partition_count(n_bytes, g.bytes_per_partition))
-    run.log(f"grouping: {n_partitions} partition(s) by (language, repository)")
+    run.detail(f"grouping: {n_partitions} partition(s) by (language, repository)")
     docs = ds.groupby(["lang", "repo"], num_partitions=n_partitions).map_groups(
         _build_docs, fn_kwargs={"builder": builder}, batch_format="pyarrow")
     run.write(docs, "phase1")

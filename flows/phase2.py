@@ -69,7 +69,7 @@ def phase1_files(run: Run) -> ray.data.Dataset:
 def score(run: Run) -> dict:
     p2 = run.settings.phase2
     head = load_head(run)
-    run.log(f"score: head {p2.head} ({head.mode}, encoder {head.encoder}, "
+    run.detail(f"score: head {p2.head} ({head.mode}, encoder {head.encoder}, "
             f"chunk {head.chunk}); {p2.actors} actor(s)")
     t = time.time()
     # device "auto": CUDA where the actor's GPU is a real one; a logical GPU without CUDA
@@ -77,7 +77,8 @@ def score(run: Run) -> dict:
     scored = phase1_files(run).map_batches(
         Scorer, batch_size=p2.batch_files, batch_format="pyarrow",
         fn_constructor_kwargs={"head": head, "batch_tokens": p2.batch_tokens,
-                               "device": "auto", "threads": p2.threads},
+                               "device": "auto", "threads": p2.threads,
+                               "precision": p2.precision},
         compute=ray.data.ActorPoolStrategy(size=p2.actors),
         **actor_resources(p2.cpus_per_actor, p2.gpus_per_actor, p2.resources))
     run.write(scored, "_work/scored")
@@ -86,6 +87,7 @@ def score(run: Run) -> dict:
     return {"files": files, "seconds": round(seconds, 1),
             "files_per_s": round(files / seconds, 2) if seconds else None,
             "mode": head.mode, "encoder": head.encoder, "chunk": head.chunk,
+            "precision": p2.precision,
             "head_metrics": head.metadata.get("metrics", {})}
 
 

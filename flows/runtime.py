@@ -18,6 +18,7 @@ import ray
 import ray.data
 from ray.data.context import ShuffleStrategy
 
+from flows.logs import set_stage
 from flows.settings import Settings
 from operators import storage
 
@@ -62,19 +63,22 @@ def worker_runtime_env() -> dict:
     return {"env_vars": {k: v for k, v in WORKER_ENV.items() if k not in os.environ}}
 
 
-def init_ray(settings: Settings, log=print) -> bool:
+def init_ray(settings: Settings, log=print, log_to_driver: bool = True) -> bool:
     """Connect to the cluster (``ray job submit``, ``RAY_ADDRESS`` or ``ray.address``), or
-    start a local Ray sized for one machine, never joining another Ray on the machine. False when Ray was already initialised (a
-    notebook or a test), so the caller leaves it running."""
+    start a local Ray sized for one machine, never joining another Ray on the machine.
+    ``log_to_driver=False`` leaves the workers' output in Ray's log files instead of on
+    this process's console. False when Ray was already initialised (a notebook or a
+    test), so the caller leaves it running."""
     if ray.is_initialized():
         return False
     address = settings.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env=worker_runtime_env())
-        log(f"connected to Ray at {address}: {ray.cluster_resources()}")
+        ray.init(address=address, runtime_env=worker_runtime_env(),
+                 log_to_driver=log_to_driver)
+        log(f"connected to Ray at {address}: {resources_line()}")
         return True
     export_repo_path()
-    kwargs = {"include_dashboard": False}
+    kwargs = {"include_dashboard": False, "log_to_driver": log_to_driver}
     if settings.ray.object_store_memory_mb:
         kwargs["object_store_memory"] = settings.ray.object_store_memory_mb * 1024 * 1024
     if settings.ray.num_cpus:
@@ -82,14 +86,22 @@ def init_ray(settings: Settings, log=print) -> bool:
     # "local": a Ray of its own even when another is registered on this machine (a `ray
     # start` head, a notebook's): without an address nothing is joined by accident
     ray.init(address="local", **kwargs)
-    log(f"started a local Ray: {ray.cluster_resources()}")
+    log(f"started a local Ray: {resources_line()}")
     return True
+
+
+def resources_line() -> str:
+    """The cluster in a few words: nodes, CPUs, GPUs, object store."""
+    r = ray.cluster_resources()
+    gib = r.get("object_store_memory", 0) / 2 ** 30
+    return (f"{len(ray.nodes())} node(s), {r.get('CPU', 0):g} CPU, {r.get('GPU', 0):g} GPU, "
+            f"{gib:.1f} GiB object store")
 
 
 class Run:
     """One run of the flow over one input and one output root."""
 
-    def __init__(self, settings: Settings, input_uri: str, log=None):
+    def __init__(self, settings: Settings, input_uri: str, log=None, console=None):
         self.settings = settings
         self.input_uri = input_uri
         self.output_uri = settings.output
@@ -100,6 +112,8 @@ class Run:
         self.stage_info: dict[str, dict] = {}
         self.skipped: list[str] = []
         self._log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+        #: flows.logs.Console: detail lines to the log file, a progress line per stage
+        self.console = console
         self.t0 = time.time()
         ctx = ray.data.DataContext.get_current()
         ctx.shuffle_strategy = ShuffleStrategy(settings.ray.shuffle_strategy)
@@ -120,6 +134,11 @@ class Run:
     # -- logging ---------------------------------------------------------------------------
     def log(self, msg: str) -> None:
         self._log(f"[arctic {time.time() - self.t0:7.1f}s] {msg}")
+
+    def detail(self, msg: str) -> None:
+        """A line for the log file (the console's with ``--verbose``, or without one)."""
+        line = f"[arctic {time.time() - self.t0:7.1f}s] {msg}"
+        self.console.detail(line) if self.console else self._log(line)
 
     # -- paths -----------------------------------------------------------------------------
     def path(self, rel: str) -> str:
@@ -202,9 +221,15 @@ class Run:
             self.skipped.append(name)
             return
         storage.remove_dir(self.fs, self.path(f"_stages/{name}"))
-        self.log(f"{name}: started")
+        self.detail(f"{name}: started")
+        set_stage(name)
         t = time.time()
-        info = fn(self) or {}
+        try:
+            info = fn(self) or {}
+        finally:
+            set_stage(None)
+            if self.console:
+                self.console.end_progress()
         self.timings[name] = round(time.time() - t, 2)
         self.stage_info[name] = info
         storage.write_bytes(self.fs, self._marker(name), json.dumps(

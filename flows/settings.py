@@ -189,6 +189,9 @@ class Phase2Settings:
     gpus_per_actor: float = 0.0
     batch_files: int = 64
     batch_tokens: int = 16384
+    #: the encoder's arithmetic: auto (bfloat16 on a GPU, and on a CPU that has native
+    #: bfloat16; float32 otherwise), fp32 or bf16 (operators.annotate.Encoder)
+    precision: str = "auto"
     #: custom Ray resources each actor asks for besides CPUs and GPUs: on a cluster the
     #: annotator node group's (``{annotator_gpu: 1}``), so the pool lands there only
     resources: dict = dataclasses.field(default_factory=dict)
@@ -201,6 +204,8 @@ class Phase2Settings:
             raise SettingsError("phase2.budget_ratio must be in (0, 1]")
         if self.threads is not None and self.threads < 1:
             raise SettingsError("phase2.threads must be >= 1")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise SettingsError("phase2.precision must be auto, fp32 or bf16")
         if self.budget_tokens is not None and self.budget_tokens < 1:
             raise SettingsError("phase2.budget_tokens must be >= 1")
         if self.epochs < 1 or self.bins < 2 or self.passes < 1 or self.actors < 1:

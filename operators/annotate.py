@@ -65,6 +65,20 @@ def _st_config(model_dir: str) -> tuple[str, bool]:
     return pooling, normalise
 
 
+def cpu_has_bf16() -> bool:
+    """Does this CPU do bfloat16 arithmetic natively (AVX512-BF16 or AMX)? Elsewhere
+    torch emulates it, slower than float32."""
+    import torch
+
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # an older or newer torch without these probes
+        return False
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 class Encoder:
     """A frozen BERT-style encoder: token-id chunks in, pooled embeddings out.
 
@@ -74,10 +88,16 @@ class Encoder:
         batch_tokens: padded tokens per forward pass; chunks are sorted by length first so
             a batch holds chunks of similar length (little padding).
         chunk: tokens per chunk including the special tokens (512).
+        precision: ``auto``: bfloat16 weights on a GPU; on a CPU, float32 weights with the
+            matrix products in bfloat16 (autocast: norms and softmax stay float32) where
+            the CPU has native bfloat16, else float32. ``fp32`` or ``bf16`` forces one.
+            On all-MiniLM-L6-v2 CPU autocast is 2.4x faster than float32, with scores
+            that rank files the same (Spearman 0.99997 on 804 sample-corpus chunks).
     """
 
     def __init__(self, spec: str = "packaged:minilm", device: str = "auto",
-                 batch_tokens: int = 16384, chunk: int = 512, s3=None):
+                 batch_tokens: int = 16384, chunk: int = 512, s3=None,
+                 precision: str = "auto"):
         import torch
         from transformers import AutoModel
 
@@ -92,7 +112,14 @@ class Encoder:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        cuda = self.device.type == "cuda"
+        bf16 = precision == "bf16" or (precision == "auto" and (cuda or cpu_has_bf16()))
+        dtype = torch.bfloat16 if cuda and bf16 else torch.float32
+        #: the CPU's bfloat16 products run under autocast over float32 weights
+        self.autocast = bf16 and not cuda
+        self.precision = "bf16" if bf16 else "fp32"
         self.model = AutoModel.from_pretrained(where, dtype=dtype).to(self.device).eval()
         limit = getattr(self.model.config, "max_position_embeddings", chunk)
         if chunk > limit:
@@ -128,7 +155,8 @@ class Encoder:
         out = np.zeros((len(chunks), self.dim), dtype=np.float32)
         order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
         start = 0
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                    enabled=self.autocast):
             while start < len(order):
                 end = start + 1
                 while end < len(order) and (end - start + 1) * len(
@@ -215,11 +243,11 @@ class QualityScorer:
     per actor (the shape Ray Data's actor pools want)."""
 
     def __init__(self, head: QualityHead, device: str = "auto", batch_tokens: int = 16384,
-                 s3=None, threads: int | None = None):
+                 s3=None, threads: int | None = None, precision: str = "auto"):
         set_threads(threads)
         self.head = head
         self.encoder = Encoder(head.encoder, device=device, batch_tokens=batch_tokens,
-                               chunk=head.chunk, s3=s3)
+                               chunk=head.chunk, s3=s3, precision=precision)
         if self.encoder.dim != head.weights.shape[0]:
             raise ValueError(f"head expects {head.weights.shape[0]}-d embeddings, encoder "
                              f"{head.encoder!r} gives {self.encoder.dim}")
@@ -246,9 +274,10 @@ class ChunkEmbedder:
     with its ``embedding`` (list<float32>). Loads the encoder once per actor."""
 
     def __init__(self, spec: str, device: str = "auto", batch_tokens: int = 16384,
-                 chunk: int = 512, threads: int | None = None):
+                 chunk: int = 512, threads: int | None = None, precision: str = "auto"):
         set_threads(threads)
-        self.encoder = Encoder(spec, device=device, batch_tokens=batch_tokens, chunk=chunk)
+        self.encoder = Encoder(spec, device=device, batch_tokens=batch_tokens, chunk=chunk,
+                               precision=precision)
 
     def __call__(self, table: pa.Table) -> pa.Table:
         texts = [t or "" for t in table.column("content").to_pylist()]

@@ -161,6 +161,8 @@ class VLLMGenerator:
 
         rows = table.select(REQUEST_COLUMNS).to_pylist()
         n = len(rows)
+        stops = (table.column("stop").to_pylist() if "stop" in table.column_names
+                 else [None] * n)
         out = {f.name: [None] * n for f in GENERATION_SCHEMA}
         out["model"] = [self.engine.model] * n
         todo, messages, params = [], [], []
@@ -183,7 +185,8 @@ class VLLMGenerator:
             messages.append(msgs)
             params.append(SamplingParams(
                 temperature=r["temperature"], top_p=r["top_p"], seed=r["sampling_seed"],
-                max_tokens=min(r["max_tokens"], room)))
+                max_tokens=min(r["max_tokens"], room), stop=stops[i] or None,
+                include_stop_str_in_output=bool(stops[i])))
         results = self._run(messages, params)
         for i, res in zip(todo, results):
             if isinstance(res, BaseException):

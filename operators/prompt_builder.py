@@ -125,7 +125,12 @@ REQUEST_SCHEMA = pa.schema([
     pa.field("messages_json", pa.large_string()),
     pa.field("temperature", pa.float32()), pa.field("top_p", pa.float32()),
     pa.field("max_tokens", pa.int32()), pa.field("sampling_seed", pa.int64()),
+    pa.field("stop", pa.list_(pa.string())),
 ])
+
+#: where an answer's code block ends: generation stops there (the closing fence is kept),
+#: since nothing after the block is used
+CODE_END = "\n```\n"
 
 
 @dataclasses.dataclass
@@ -139,6 +144,10 @@ class PromptSettings:
         templates_dir: a folder of ``*.yaml`` templates that adds or replaces templates.
         target_language: the output language of translation templates.
         temperature, top_p, max_tokens: sampling settings (recorded per row).
+        stop_after_code: end each answer at its first closing code fence. Only the code
+            is kept, and small models in particular go on explaining or repeating it to
+            the token limit: on the embedded SmolLM2 wave, 18 of 32 answers ran to 1,024
+            tokens, 82% of the tokens generated.
         min_lines, max_lines, max_seed_chars: the seed snippet (Magicoder: 1–15 lines) and
             a character cap.
     """
@@ -149,6 +158,7 @@ class PromptSettings:
     temperature: float = 0.8
     top_p: float = 0.95
     max_tokens: int = 1024
+    stop_after_code: bool = True
     min_lines: int = 1
     max_lines: int = 15
     max_seed_chars: int = 4000
@@ -212,6 +222,7 @@ class PromptBuilder(PromptSettings):
                         ("messages_json", json.dumps(msgs)),
                         ("temperature", self.temperature), ("top_p", self.top_p),
                         ("max_tokens", self.max_tokens),
-                        ("sampling_seed", key & 0x7FFFFFFF)):
+                        ("sampling_seed", key & 0x7FFFFFFF),
+                        ("stop", [CODE_END] if self.stop_after_code else [])):
                     rows[name].append(value)
         return pa.table(rows, schema=REQUEST_SCHEMA)
