@@ -11,8 +11,10 @@ and ``ray/``). ``--verbose`` puts it all back on the console.
 from __future__ import annotations
 
 import collections
+import importlib
 import logging
 import os
+import re
 import shutil
 import sys
 import threading
@@ -100,6 +102,8 @@ class Console:
         """Route Ray's, Ray Data's and Python's log records and warnings to the file, and
         leave only errors (and, at the end, a count of the warnings) on the console. With
         ``verbose`` the file gets a copy and the console keeps what it had."""
+        importlib.import_module("ray.data")  # configures Ray's and Ray Data's loggers
+
         logging.captureWarnings(True)
         for name in CAPTURED:
             logger = logging.getLogger(name)
@@ -195,9 +199,17 @@ class _Handler(logging.Handler):
         with c._lock:
             c.file.write(text + "\n")
         if record.levelno >= logging.WARNING:
-            first = record.getMessage().strip().splitlines()[0] if record.getMessage(
-                ).strip() else record.name
-            c.warnings[f"{record.name}: {first[:110]}"] += 1
+            msg = record.getMessage().strip()
+            first = msg.splitlines()[0] if msg else ""
+            if record.name == "py.warnings":  # "path:line: Category: text" → "Category: text"
+                m = _WARNING_AT.match(first)
+                key = m.group(1) if m else first
+            else:
+                key = f"{record.name}: {first}"
+            c.warnings[key[:120]] += 1
+
+
+_WARNING_AT = re.compile(r"^.*?:\d+: (\w+(?:Warning|Error): .*)$")
 
 
 def ray_session_dir() -> str | None:

@@ -48,7 +48,8 @@ def load_head(run: Run) -> QualityHead:
     if spec == "packaged:demo":
         from flows.train_annotator import train_demo_head
 
-        path = train_demo_head(log=run.log)
+        p2 = run.settings.phase2
+        path = train_demo_head(log=run.detail, threads=p2.threads, batch_tokens=p2.batch_tokens)
         with open(path, "rb") as f:
             return QualityHead.from_json(f.read())
     fs, path = storage.resolve(spec, run.settings.s3)

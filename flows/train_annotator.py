@@ -97,14 +97,17 @@ def embedded_seed_set(n_negatives: int = 800, seed: int = 0) -> tuple[list[str],
     return pos, neg
 
 
-def embed(ds, encoder: str, actors: int, gpus: float, cpus: float, chunk: int):
-    """(doc ids, labels, embeddings) of every chunk, embedded on an actor pool."""
+def embed(ds, encoder: str, actors: int, gpus: float, cpus: float, chunk: int,
+          threads: int | None = None, batch_tokens: int = 16384):
+    """(doc ids, labels, embeddings) of every chunk, embedded on an actor pool (torch
+    threads: one per CPU an actor holds unless ``threads`` says)."""
     import ray.data
 
     out = ds.map_batches(
         ChunkEmbedder, batch_size=32, batch_format="pyarrow",
-        fn_constructor_kwargs={"spec": encoder, "device": "auto",
-                               "chunk": chunk, "threads": max(1, int(cpus))},
+        fn_constructor_kwargs={"spec": encoder, "device": "auto", "chunk": chunk,
+                               "threads": threads or max(1, int(cpus)),
+                               "batch_tokens": batch_tokens},
         compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus, num_cpus=cpus)
     docs, labels, rows = [], [], []
     for batch in out.iter_batches(batch_format="pyarrow", batch_size=4096):
@@ -126,9 +129,10 @@ def _by_file(docs: np.ndarray, scores: np.ndarray, labels: np.ndarray):
 
 def train(mode: str, ds, encoder: str, holdout: float = 0.2, seed: int = 0,
           actors: int = 1, gpus: float = 0.0, cpus: float = 1.0, chunk: int = 512,
-          diagnostic=None, log=print) -> QualityHead:
+          diagnostic=None, log=print, threads: int | None = None,
+          batch_tokens: int = 16384) -> QualityHead:
     t0 = time.time()
-    docs, labels, x = embed(ds, encoder, actors, gpus, cpus, chunk)
+    docs, labels, x = embed(ds, encoder, actors, gpus, cpus, chunk, threads, batch_tokens)
     if not len(docs):
         raise ValueError("no training texts")
     log(f"train_annotator: {len(np.unique(docs))} files, {len(docs)} chunks embedded in "
@@ -147,7 +151,8 @@ def train(mode: str, ds, encoder: str, holdout: float = 0.2, seed: int = 0,
         metrics["f1_at_3"] = round(f1_at(lab, s), 4)
         metrics["mae"] = round(float(np.mean(np.abs(lab - s))), 4)
     if diagnostic is not None:  # benchmark solutions vs unseen (held-out) random files
-        d_docs, _, d_x = embed(diagnostic, encoder, actors, gpus, cpus, chunk)
+        d_docs, _, d_x = embed(diagnostic, encoder, actors, gpus, cpus, chunk, threads,
+                               batch_tokens)
         _, pos_s, _ = _by_file(d_docs, head.score(d_x), np.ones(len(d_docs)))
         neg_s = s[lab < 0.5]
         if len(pos_s) and len(neg_s):
@@ -165,8 +170,9 @@ def demo_head_path() -> str:
     return os.path.join(CACHE_DIR, "heads", "demo-minilm-humaneval-256.json")
 
 
-def train_demo_head(log=print) -> str:
-    """Train (once) and cache the embedded demonstration head."""
+def train_demo_head(log=print, threads: int | None = None, batch_tokens: int = 16384) -> str:
+    """Train (once) and cache the embedded demonstration head (``threads``,
+    ``batch_tokens``: the embedding actor's, as phase 2's scorer)."""
     import ray.data
 
     path = demo_head_path()
@@ -176,7 +182,8 @@ def train_demo_head(log=print) -> str:
     rows = [{"doc_id": f"pos-{i}", "content": t, "label": 1.0} for i, t in enumerate(pos)]
     rows += [{"doc_id": f"neg-{i}", "content": t, "label": 0.0} for i, t in enumerate(neg)]
     # 256-token chunks: all-MiniLM-L6-v2's own sequence length, and 2x cheaper on a CPU
-    head = train("binary", ray.data.from_items(rows), "packaged:minilm", chunk=256, log=log)
+    head = train("binary", ray.data.from_items(rows), "packaged:minilm", chunk=256, log=log,
+                 threads=threads, batch_tokens=batch_tokens)
     head.metadata["seed_set"] = ("embedded demonstration: HumanEval prompt+solution (164) "
                                  "vs 800 random sample-corpus files")
     os.makedirs(os.path.dirname(path), exist_ok=True)

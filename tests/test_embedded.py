@@ -34,3 +34,25 @@ def test_embedded_default_cli(embedded_run):
     # every stage of every phase has its wall time
     assert {"ingest", "grouping", "score", "select", "synth_budget", "mixture"} <= set(
         manifest["stage_seconds"])
+
+
+def test_embedded_console_is_quiet_and_logs_go_to_out(embedded_run):
+    """The console has the flow's lines only; Ray's, Ray Data's and the engine's messages
+    are in OUT/logs/ (arctic.log and the local Ray's own logs, workers included)."""
+    out, _, res = embedded_run
+    err = res.stderr.splitlines()
+    assert len(err) + len(res.stdout.splitlines()) < 120, res.stderr[-3000:]
+    for noise in ("Starting execution of Dataset", "INFO", "logging_progress",
+                  "(MapWorker", "core_worker.cc", "Token authentication"):
+        assert not any(noise in line for line in err), noise
+    assert any(line.endswith("ingest: done in " + line.rsplit(" ", 1)[-1]) for line in err)
+    assert "started a local Ray: 1 node(s)" in res.stderr
+    assert f"logs: {out}/logs" in res.stderr
+    log = (out / "logs" / "arctic.log").read_text()
+    assert "Starting execution of Dataset" in log  # Ray Data's messages
+    assert "ingest: started" in log  # the flow's detail lines
+    ray_logs = out / "logs" / "ray"
+    assert (ray_logs / "raylet.out").exists()
+    # the rewriter's engine ran in a worker: vLLM's messages are in a worker's log
+    assert any("vllm" in p.read_text(errors="replace").lower()
+               for p in ray_logs.glob("worker-*.err"))

@@ -14,7 +14,8 @@ import ray
 from flows.arctic import main
 from corpus import fixed_head
 from operators.llm import EngineConfig, VLLMGenerator
-from operators.prompt_builder import REQUEST_SCHEMA, PromptBuilder
+from operators.prompt_builder import CODE_END, REQUEST_SCHEMA, PromptBuilder
+from operators.synth import _FENCE_RE, extract_code
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +62,19 @@ def test_engine_on_an_actor_answers_and_fails_rows_alone(ray_local):
     # batch composition may not: vLLM is not batch-invariant)
     again = ray.get(gen.__call__.remote(requests)).to_pylist()
     assert [r["answer"] for r in again] == [r["answer"] for r in out]
+    # stop_after_code: an answer ends with its first closed code block, fence included
+    longer = PromptBuilder(max_tokens=320, min_lines=2, max_lines=2)(seeds.slice(0, 1))
+    longer = pa.concat_tables([longer] * 3).set_column(
+        REQUEST_SCHEMA.get_field_index("sampling_seed"), "sampling_seed",
+        pa.array(range(9), pa.int64()))
+    assert all(r == [CODE_END] for r in longer.column("stop").to_pylist())
+    answers = ray.get(gen.__call__.remote(longer)).to_pylist()
+    closed = [r for r in answers if _FENCE_RE.search(r["answer"] or "")
+              and _FENCE_RE.search(r["answer"]).group(3)]
+    assert closed, [r["answer"] for r in answers]
+    for r in closed:
+        assert r["answer"].endswith("\n```\n") and r["finish_reason"] == "stop"
+        assert extract_code(r["answer"], "Python")[1] == "fenced"
     ray.kill(gen)
 
 

@@ -64,6 +64,9 @@ def test_prompt_builder_is_deterministic_and_records_provenance():
     rows = out.to_pylist()
     assert len({r["request_id"] for r in rows}) == 43
     assert {r["wave"] for r in rows} == {2} and {r["max_tokens"] for r in rows} == {300}
+    assert all(r["stop"] == ["\n```\n"] for r in rows)  # stop_after_code, the default
+    off = PromptBuilder({"oss_instruct": 1.0}, stop_after_code=False)(_seeds([1, 0, 0]))
+    assert off.column("stop").to_pylist() == [[]]
     py = [r for r in rows if r["seed_lang"] == "Python"]
     assert all(r["template"] == "oss_instruct" and r["lang"] == "Python" for r in py)
     go = [r for r in rows if r["seed_lang"] == "Go"]
