@@ -268,7 +268,7 @@ def _progress_text(topology, started: float) -> str | None:
             parts[1] = f"{rows:,}/{read:,} rows"
             if 0 < rows < read:
                 left = elapsed * (read - rows) / rows
-    if left is not None:
+    if left is not None and elapsed >= 10:  # a rate from the first seconds misleads
         parts.append(f"ETA {_fmt_s(left)}")
     stage = _STAGE["name"] or "ray data"
     return (f"[arctic {stage}] {_fmt_s(time.time() - _STAGE['t0'])}: "
