@@ -184,7 +184,9 @@ class Console:
 
 class _Handler(logging.Handler):
     def __init__(self, console: Console, echo: bool = False):
-        super().__init__(logging.DEBUG)
+        # INFO and up: Ray Data's DEBUG records (metrics every few seconds) stay in its own
+        # ray-data.log, under logs/ray/ for a local Ray
+        super().__init__(logging.INFO)
         self.console, self.echo = console, echo
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -203,8 +203,11 @@ def test_flow_reads_and_writes_s3(ray_local, s3_server, stack_corpus, tmp_path, 
     problems, summary = verify(fs, "corpus/runs/r1")
     assert problems == [] and summary["shards"] >= 1
     assert summary["tokens"] == manifest["mixture"]["phases"]["1"]["tokens"] > 0
-    # credentials never reach the manifest or the report
-    for name in ("manifest.json", "report.html", "report.md"):
+    # the driver's log file went up with the output
+    with fs.open_input_stream("corpus/runs/r1/logs/arctic.log") as f:
+        assert "Starting execution of Dataset" in f.read().decode()
+    # credentials never reach the manifest, the report or the log
+    for name in ("manifest.json", "report.html", "report.md", "logs/arctic.log"):
         with fs.open_input_stream(f"corpus/runs/r1/{name}") as f:
             text = f.read().decode()
         assert s3_server["secret_access_key"] not in text, name
