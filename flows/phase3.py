@@ -2,7 +2,7 @@
 self-contained code files, validated, deduplicated and budgeted.
 
 1. ``synth_seeds``  phase 2's selection (the top files per language) hashed and signed as
-   in phase 1 → ``_work/synth_seeds/``.
+   in phase 1, with ``seed_syntax`` only the files that parse → ``_work/synth_seeds/``.
 2. waves ``synth_wave_<k>``  per seed language a number of requests sized from the tokens
    still needed and the accepted tokens per request measured so far (a prior before any;
    :mod:`operators.synth_plan`); each seed file makes its share
@@ -25,6 +25,7 @@ The driver holds per-language counts only; every step streams or shuffles in par
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -82,15 +83,23 @@ def _prepare_seeds(t: pa.Table, ops: list) -> pa.Table:
 
 
 def seeds_stage(run: Run) -> dict:
-    p1 = run.settings.phase1
+    """Phase 2's selection as seeds: hashed and signed (the dedup of the outputs compares
+    against them), and with ``seed_syntax`` only the files that parse. A seed left out
+    stays in phase 2: it is not a removal from the data, so it has no ledger row; the
+    manifest counts it."""
+    p1, p3 = run.settings.phase1, run.settings.phase3
     ops = [p1.exact_dedup, p1.near_dedup]
+    if p3.seed_syntax:
+        ops.insert(0, dataclasses.replace(p1.syntax, enabled=True))
     seeds = run.read("_work/selected", columns=FILE_COLS)
     run.write(seeds.map_batches(_prepare_seeds, fn_kwargs={"ops": ops},
                                 batch_format="pyarrow"), "_work/synth_seeds")
-    rows = grouped_sums(run.read("_work/synth_seeds", columns=["lang", "n_tokens"]),
-                        ["lang"], ["n_tokens"])
+    rows = grouped_sums(run.read("_work/synth_seeds", columns=["lang", "n_tokens"],
+                                 live=True), ["lang"], ["n_tokens"])
+    left_out = run.read("_work/synth_seeds", columns=["id"], live=False).count()
     return {"files": {r["lang"]: r["count()"] for r in rows},
-            "tokens": {r["lang"]: r["sum(n_tokens)"] for r in rows}}
+            "tokens": {r["lang"]: r["sum(n_tokens)"] for r in rows},
+            "left_out_syntax": left_out}
 
 
 # -- waves ---------------------------------------------------------------------------------

@@ -240,6 +240,9 @@ class Phase3Settings(PromptSettings):
     #: custom Ray resources per actor (on a cluster the rewriter group's ``rewriter_gpu``)
     resources: dict = dataclasses.field(default_factory=dict)
     batch_requests: int = 64
+    #: seeds: only phase-2 files that parse (phase 1's syntax gate, with its languages and
+    #: tolerance, whether or not phase 1 ran it), as SwallowCode keeps only seeds that compile
+    seed_syntax: bool = False
     #: validation: length bounds of a kept file (tokens), truncated answers, parsing
     min_file_tokens: int = 32
     max_file_tokens: int = 4096

@@ -31,6 +31,7 @@ from operators.filters.fertility import FertilityFilter
 from operators.filters.html_text import HtmlTextFilter
 from operators.filters.language import LanguageFilter
 from operators.filters.minified import MinifiedFilter
+from operators.filters.syntax import SyntaxFilter
 from operators.filters.xml_header import XmlHeaderFilter
 from operators.minhash import MinHashLSH
 from operators.pii import Redactor
@@ -49,6 +50,7 @@ INGEST: list[type[RowOperator]] = [
     DataFileFilter,
     CommentRatioFilter,
     FertilityFilter,
+    SyntaxFilter,
     Decontaminate,
     ContentHasher,
     MinHashLSH,

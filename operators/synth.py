@@ -1,16 +1,15 @@
 """Phase-3 synthetic rewriting: validation of the answers (the prompts are
 :mod:`operators.prompt_builder`).
 
-- :func:`extract_code`, :class:`SyntaxChecker`, :class:`SynthValidator`: the answer's code
-  (the fenced block in the output language, else the whole answer), parsed (Python ``ast``;
-  tree-sitter grammars for the other languages), length-bounded, then decontaminated,
+- :func:`extract_code`, :class:`SynthValidator`: the answer's code
+  (the fenced block in the output language, else the whole answer), parsed
+  (:class:`operators.syntax.SyntaxChecker`), length-bounded, then decontaminated,
   hashed and signed with the phase-1 operators. A rejected row becomes a tombstone with
   its stage and reason, so it reaches the ledger.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import re
 
@@ -19,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from operators.prompt_builder import fence
+from operators.syntax import SyntaxChecker
 from operators.schema import FILE_SCHEMA, conform, live_mask, mark_removed
 
 
@@ -37,12 +37,6 @@ EXTENSIONS = {"Python": "py", "Java": "java", "C++": "cpp", "C": "c", "JavaScrip
               "PHP": "php", "C#": "cs", "Go": "go", "TypeScript": "ts", "SQL": "sql",
               "Ruby": "rb", "Rust": "rs", "Jupyter Notebook": "py", "Scala": "scala",
               "Kotlin": "kt", "Shell": "sh", "Dart": "dart", "Swift": "swift"}
-#: tree-sitter-language-pack grammar names
-GRAMMARS = {"Java": "java", "C++": "cpp", "C": "c", "JavaScript": "javascript",
-            "PHP": "php", "C#": "csharp", "Go": "go", "TypeScript": "typescript",
-            "SQL": "sql", "Ruby": "ruby", "Rust": "rust", "Scala": "scala",
-            "Kotlin": "kotlin", "Shell": "bash", "Dart": "dart", "Swift": "swift"}
-
 #: provenance columns of a synthetic row, next to FILE_SCHEMA's
 SYNTH_FIELDS = [
     pa.field("seed_id", pa.string()), pa.field("seed_lang", pa.string()),
@@ -76,58 +70,6 @@ def extract_code(answer: str, lang: str) -> tuple[str, str]:
             code, closed = max(chosen, key=lambda x: len(x[0]))
             return code.strip("\n"), "fenced" if closed else "unclosed"
     raise AssertionError("unreachable")
-
-
-class SyntaxChecker:
-    """Does code parse? Python with ``ast``; other languages with a tree-sitter grammar
-    from ``tree-sitter-language-pack`` (bundled grammars, no download). A language with no
-    grammar is not checked (``None``)."""
-
-    def __init__(self):
-        self._parsers: dict = {}
-
-    def _parser(self, lang: str):
-        name = GRAMMARS.get(lang)
-        if name is None:
-            return None
-        if name not in self._parsers:
-            try:
-                from tree_sitter_language_pack import get_parser
-
-                self._parsers[name] = get_parser(name)
-            except Exception:  # noqa: BLE001 - a grammar that is not installed
-                self._parsers[name] = None
-        return self._parsers[name]
-
-    def check(self, code: str, lang: str) -> str | None | bool:
-        """True if it parses; an error text if not; None if the language is unchecked."""
-        if lang in ("Python", "Jupyter Notebook"):
-            try:
-                ast.parse(code)
-                return True
-            except (SyntaxError, ValueError) as exc:
-                return f"line {getattr(exc, 'lineno', '?')}: {getattr(exc, 'msg', exc)}"
-        parser = self._parser(lang)
-        if parser is None:
-            return None
-        root = parser.parse(code.encode("utf-8", "replace")).root_node
-        if not root.has_error:
-            return True
-        bad = _first_error(root)
-        if bad is None:
-            return "parse error"
-        what = f"missing {bad.type}" if bad.is_missing else "unexpected input"
-        return f"line {bad.start_point[0] + 1}: {what}"
-
-
-def _first_error(node):
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if n.is_error or n.is_missing:
-            return n
-        stack.extend(reversed(n.children))
-    return None
 
 
 @dataclasses.dataclass

@@ -53,7 +53,8 @@ CASES = {"empty": lambda: table([]),
 
 @pytest.fixture(scope="module")
 def operators():
-    s = load_settings()
+    # every operator, those off by default too
+    s = load_settings(overrides={"phase1": {"code_filters": {"syntax": {"enabled": True}}}})
     return {op.name: op for op in s.phase1.bound(tokenizer=s.tokenizer, s3=s.s3)}
 
 
@@ -109,7 +110,8 @@ def test_registry_derives_stages_sections_and_fingerprint():
     with_todo = ops[:12] + [TodoDensityFilter] + ops[12:]
     assert registry.fingerprint(with_todo) != registry.fingerprint(ops)
     with pytest.raises(ValueError, match="adjacent"):  # a shared stage split in two
-        registry.check(ops[:5] + ops[6:13] + [ops[5]] + ops[13:])
+        end = max(k for k, c in enumerate(ops) if c.stage == "code_filters") + 1
+        registry.check(ops[:5] + ops[6:end + 1] + [ops[5]] + ops[end + 1:])
 
 
 def test_a_new_filter_is_one_module_and_one_registry_line(ray_local, monkeypatch, tmp_path):

@@ -14,7 +14,8 @@ from flows.settings import SettingsError, load_settings
 from operators.llm import GENERATION_SCHEMA
 from operators.prompt_builder import (REQUEST_SCHEMA, PromptBuilder, Template, load_templates,
                                seed_snippet)
-from operators.synth import SYNTH_SCHEMA, SynthValidator, SyntaxChecker, extract_code
+from operators.synth import SYNTH_SCHEMA, SynthValidator, extract_code
+from operators.syntax import SyntaxChecker
 
 SEED_FILE = "\n".join(f"def f{i}(x):\n    return x + {i}  # {{braces}} stay" for i in range(20))
 
