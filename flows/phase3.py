@@ -84,11 +84,13 @@ def _prepare_seeds(t: pa.Table, ops: list) -> pa.Table:
 
 def seeds_stage(run: Run) -> dict:
     """Phase 2's selection as seeds: hashed and signed (the dedup of the outputs compares
-    against them), and with ``seed_syntax`` only the files that parse. A seed left out
-    stays in phase 2: it is not a removal from the data, so it has no ledger row; the
-    manifest counts it."""
+    against them); with ``seed_syntax`` only the files that parse, with ``seed_min_lint``
+    only Python files scoring at least that. A seed left out stays in phase 2: it is not a
+    removal from the data, so it has no ledger row; the manifest counts it by reason."""
     p1, p3 = run.settings.phase1, run.settings.phase3
     ops = [p1.exact_dedup, p1.near_dedup]
+    if p3.seed_min_lint is not None:
+        ops.insert(0, dataclasses.replace(p1.lint, enabled=True, min_score=p3.seed_min_lint))
     if p3.seed_syntax:
         ops.insert(0, dataclasses.replace(p1.syntax, enabled=True))
     seeds = run.read("_work/selected", columns=FILE_COLS)
@@ -96,10 +98,11 @@ def seeds_stage(run: Run) -> dict:
                                 batch_format="pyarrow"), "_work/synth_seeds")
     rows = grouped_sums(run.read("_work/synth_seeds", columns=["lang", "n_tokens"],
                                  live=True), ["lang"], ["n_tokens"])
-    left_out = run.read("_work/synth_seeds", columns=["id"], live=False).count()
+    gone = grouped_sums(run.read("_work/synth_seeds", columns=["removed_reason"],
+                                 live=False), ["removed_reason"], [])
     return {"files": {r["lang"]: r["count()"] for r in rows},
             "tokens": {r["lang"]: r["sum(n_tokens)"] for r in rows},
-            "left_out_syntax": left_out}
+            "left_out": {r["removed_reason"]: r["count()"] for r in gone}}
 
 
 # -- waves ---------------------------------------------------------------------------------

@@ -243,6 +243,9 @@ class Phase3Settings(PromptSettings):
     #: seeds: only phase-2 files that parse (phase 1's syntax gate, with its languages and
     #: tolerance, whether or not phase 1 ran it), as SwallowCode keeps only seeds that compile
     seed_syntax: bool = False
+    #: seeds: only Python files with phase 1's lint score at least this (SwallowCode: 7.0;
+    #: None: no lint criterion); other languages' seeds are not scored
+    seed_min_lint: float | None = None
     #: validation: length bounds of a kept file (tokens), truncated answers, parsing
     min_file_tokens: int = 32
     max_file_tokens: int = 4096

@@ -30,6 +30,7 @@ from operators.filters.data_heavy import DataFileFilter
 from operators.filters.fertility import FertilityFilter
 from operators.filters.html_text import HtmlTextFilter
 from operators.filters.language import LanguageFilter
+from operators.filters.lint import LintScore
 from operators.filters.minified import MinifiedFilter
 from operators.filters.syntax import SyntaxFilter
 from operators.filters.xml_header import XmlHeaderFilter
@@ -51,6 +52,7 @@ INGEST: list[type[RowOperator]] = [
     CommentRatioFilter,
     FertilityFilter,
     SyntaxFilter,
+    LintScore,
     Decontaminate,
     ContentHasher,
     MinHashLSH,

@@ -54,7 +54,8 @@ CASES = {"empty": lambda: table([]),
 @pytest.fixture(scope="module")
 def operators():
     # every operator, those off by default too
-    s = load_settings(overrides={"phase1": {"code_filters": {"syntax": {"enabled": True}}}})
+    s = load_settings(overrides={"phase1": {"code_filters": {
+        "syntax": {"enabled": True}, "lint": {"enabled": True, "min_score": 5.0}}}})
     return {op.name: op for op in s.phase1.bound(tokenizer=s.tokenizer, s3=s.s3)}
 
 

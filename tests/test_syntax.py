@@ -156,7 +156,8 @@ def test_phase3_seeds_that_do_not_parse_are_left_out(ray_local, tmp_path):
         s = load_settings(None, {"output": str(out), "phase3": {"seed_syntax": on}})
         run = Run(s, str(tmp_path), log=lambda m: None)
         info = seeds_stage(run)
-        assert sum(info["files"].values()) == live and info["left_out_syntax"] == 4 - live
+        assert sum(info["files"].values()) == live
+        assert info["left_out"] == ({"syntax_error": 2} if on else {})
     assert info["files"] == {"Python": 1, "JavaScript": 1}
     seeds = run.read("_work/synth_seeds", columns=["id", "removed_reason"]).to_pandas()
     assert dict(zip(seeds["id"], seeds["removed_reason"].fillna(""))) == {
