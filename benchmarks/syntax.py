@@ -57,9 +57,7 @@ def main(argv=None) -> int:
                      f"{'yes' if lang in default else 'no'} |")
     lines += ["", "C and C++ are measured here but not checked by default: tree-sitter does "
               "not run the preprocessor, and these are CPython's and the system's installed "
-              "headers, which builds include every day. The Python files "
-              "that fail are Cython sources (`.pyx`, `.pxd`) the sample corpus files under "
-              "Python, and Python 2 files."]
+              "headers, which builds include every day."]
     py = t.filter(pa.compute.equal(t.column("lang"), "Python"))
     py_mb = sum(len(c.encode()) for c in py.column("content").to_pylist()) / 1e6
     lint = LintScore(enabled=True)

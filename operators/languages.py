@@ -18,7 +18,9 @@ PAPER_LANGUAGES: tuple[str, ...] = (
 #: Extensions per language (lowercase, with the dot), from The Stack v1's language map
 #: restricted to the common ones. The first language listed for an extension wins.
 EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "Python": (".py", ".pyi", ".pyw", ".pyx", ".pxd"),
+    # not .pyx/.pxd/.pxi: The Stack files those under Cython, which is not Python (the
+    # compiler and the syntax gate reject them)
+    "Python": (".py", ".pyi", ".pyw"),
     "Java": (".java",),
     "C++": (".cpp", ".cc", ".cxx", ".c++", ".hpp", ".hh", ".hxx", ".h++", ".inl", ".ipp", ".tcc"),
     "C": (".c", ".h"),

@@ -159,7 +159,7 @@ def git_blob_sha(data: bytes) -> str:
 
 def _fingerprint(max_bytes, max_repo_bytes, max_file_bytes, seed) -> str:
     key = json.dumps([max_bytes, max_repo_bytes, max_file_bytes, seed, sys.version,
-                      sys.prefix, 2])
+                      sys.prefix, 3])  # 3: Cython files are no longer labelled Python
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 

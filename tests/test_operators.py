@@ -39,6 +39,7 @@ def test_language_names_and_extensions():
     assert language_from_path("a/b/x.hpp") == "C++"
     assert language_from_path("x.h") == "C"
     assert language_from_path("README.md") is None
+    assert language_from_path("pkg/_speedups.pyx") is None  # Cython, as in The Stack
     with pytest.raises(ValueError, match="unknown language 'Cobol'"):
         validate_languages(["Python", "Cobol"])
 
