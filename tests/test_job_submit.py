@@ -15,7 +15,7 @@ import urllib.request
 import pyarrow.dataset as pads
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def _start_head(temp_dir=None):
     the head registers itself as the machine's current cluster); yields (ray, dashboard
     URL, env, port) and stops only this head."""
     ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
-    port, dash = free_port(), free_port()
+    port, dash, agent_http, agent_grpc, metrics, runtime_env = free_ports(6)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(
@@ -34,10 +34,10 @@ def _start_head(temp_dir=None):
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
          *([f"--temp-dir={temp_dir}"] if temp_dir else []), "--disable-usage-stats",
          # own agent ports: another Ray on this machine (the session's) holds the defaults
-         f"--dashboard-agent-listen-port={free_port()}",
-         f"--dashboard-agent-grpc-port={free_port()}",
-         f"--metrics-export-port={free_port()}",
-         f"--runtime-env-agent-port={free_port()}"],
+         f"--dashboard-agent-listen-port={agent_http}",
+         f"--dashboard-agent-grpc-port={agent_grpc}",
+         f"--metrics-export-port={metrics}",
+         f"--runtime-env-agent-port={runtime_env}"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 120
