@@ -37,9 +37,6 @@ class SyntaxChecker:
     def __getstate__(self):  # parsers are native objects: each process makes its own
         return {"tolerance": self.tolerance, "_parsers": {}}
 
-    def checks(self, lang: str) -> bool:
-        return lang in PYTHON or self._parser(lang) is not None
-
     def _parser(self, lang: str):
         name = GRAMMARS.get(lang)
         if name is None:
