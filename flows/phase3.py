@@ -6,8 +6,9 @@ self-contained code files, validated, deduplicated and budgeted.
 2. waves ``synth_wave_<k>``  per seed language a number of requests sized from the tokens
    still needed and the accepted tokens per request measured so far (a prior before any;
    :mod:`operators.synth_plan`); each seed file makes its share
-   (:class:`operators.prompt_builder.PromptBuilder`), the requests go through the engine on
-   an actor pool (:class:`operators.llm.VLLMGenerator`) and straight on to validation
+   (:class:`operators.prompt_builder.PromptBuilder`), the requests go through the engine
+   (:mod:`flows.rewrite`: an actor pool or Ray Data LLM; a chained SGCR → SCOR request
+   generates twice) and straight on to validation
    (:class:`operators.synth.SynthValidator`: extraction, parsing, length, redaction,
    decontamination, hash, MinHash) → ``_work/synth/w<k>/``.
 3. ``synth_dedup_<k>``  exact and near dedup of every output so far against the seeds and
@@ -32,18 +33,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import ray
-import ray.data
 
 from flows.manifest import grouped_sums
 from flows.near_dedup import near_dedup
-from flows.faults import maybe_die
+from flows import rewrite
 from flows.phases import FILE_COLS, require
-from flows.runtime import Run, actor_resources
+from flows.runtime import Run
 from flows.shuffle import (KEY_BLOCK_ROWS, anti_join, block_rows, partition_count, partitioned,
                            rows_and_bytes)
 from operators.dedup import choose_representatives
-from operators.llm import VLLMGenerator
 from operators.schema import DOC_SCHEMA, FILE_SCHEMA, LEDGER_SCHEMA, conform, \
     tombstones_to_ledger
 from operators.select import histogram, merge_histograms, select, thresholds
@@ -61,14 +59,6 @@ PHASE3_SCHEMA = pa.schema(list(DOC_SCHEMA) + [f for f in SYNTH_FIELDS])
 
 def _apply(t: pa.Table, op) -> pa.Table:
     return op(t)
-
-
-class Generator(VLLMGenerator):
-    """The rewriter on the pool, with the ``generate`` fault point of the node-loss tests."""
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        maybe_die("generate")
-        return super().__call__(table)
 
 
 def _prepare_seeds(t: pa.Table, ops: list) -> pa.Table:
@@ -117,6 +107,14 @@ def build_validator(run: Run) -> SynthValidator:
                           redactor=p1.redaction if p1.redaction.enabled else None, ops=ops)
 
 
+def _flat_counts(b: pa.Table) -> pa.Table:
+    for name, fill in (("removed_stage", "kept"), ("output_tokens", 0),
+                       ("first_output_tokens", 0)):
+        i = b.schema.get_field_index(name)
+        b = b.set_column(i, name, pc.fill_null(b.column(name), fill))
+    return b
+
+
 def generate_wave(run: Run, wave: int, plan: dict[str, int], seed_files: dict[str, int]
                   ) -> dict:
     s = run.settings
@@ -127,23 +125,18 @@ def generate_wave(run: Run, wave: int, plan: dict[str, int], seed_files: dict[st
                                  fn_kwargs={"plan": counts, "seed": s.seed, "wave": wave})
     requests = requests.map_batches(_apply, fn_kwargs={"op": p3.builder(wave, s.seed)},
                                     batch_format="pyarrow")
-    pool = ray.data.ActorPoolStrategy(min_size=p3.actors, max_size=p3.max_actors or p3.actors)
-    answers = requests.map_batches(
-        Generator, batch_size=p3.batch_requests, batch_format="pyarrow",
-        fn_constructor_kwargs={"engine": p3.engine, "s3": s.s3}, compute=pool,
-        **actor_resources(p3.cpus_per_actor, p3.gpus_per_actor, p3.resources))
+    answers = rewrite.answers(run, requests, wave)
     checked = answers.map_batches(_apply, fn_kwargs={"op": build_validator(run)},
                                   batch_format="pyarrow")
     t = time.time()
     run.write(checked, f"_work/synth/w{wave:03d}")
     seconds = time.time() - t
-    rows = run.read(f"_work/synth/w{wave:03d}",
-                    columns=["lang", "output_tokens", "removed_stage"], schema=SYNTH_SCHEMA)
-    flat = rows.map_batches(lambda b: b.set_column(
-        2, "removed_stage", pc.fill_null(b.column("removed_stage"), "kept")),
-        batch_format="pyarrow")
-    by = grouped_sums(flat, ["removed_stage"], ["output_tokens"])
-    out_tokens = sum(r["sum(output_tokens)"] for r in by)
+    rows = run.read(f"_work/synth/w{wave:03d}", columns=[
+        "lang", "output_tokens", "first_output_tokens", "removed_stage"], schema=SYNTH_SCHEMA)
+    flat = rows.map_batches(_flat_counts, batch_format="pyarrow")
+    by = grouped_sums(flat, ["removed_stage"], ["output_tokens", "first_output_tokens"])
+    # both steps' tokens: a chained request generates twice
+    out_tokens = sum(r["sum(output_tokens)"] + r["sum(first_output_tokens)"] for r in by)
     return {"plan": plan, "requests": sum(r["count()"] for r in by),
             "seconds": round(seconds, 1), "output_tokens": out_tokens,
             "output_tokens_per_s": round(out_tokens / seconds, 1) if seconds else None,
@@ -295,7 +288,8 @@ def _clear_unfinished(run: Run) -> None:
     from operators import storage
 
     if not run.settings.resume:
-        for rel in ["_work/synth", "_work/synth_nodes", "_work/synth_near"] + [
+        for rel in ["_work/synth", "_work/synth_step1", "_work/synth_nodes",
+                    "_work/synth_near"] + [
                 f"removed/{d}" for d in DEDUP + ["synth_budget", "synth_rejected"]]:
             storage.remove_dir(run.fs, run.path(rel))
         return
@@ -338,7 +332,8 @@ def run_phase3(run: Run) -> dict:
                     "stopping")
             break
         plan = plan_wave(need, per_request, seed_files, tshare, p3.target_language,
-                         p3.overshoot, p3.max_requests_per_wave, p3.min_requests_per_wave)
+                         p3.overshoot, p3.max_requests_per_wave, p3.min_requests_per_wave,
+                         p3.min_requests_per_language)
         if not plan:
             break
         run.log(f"phase 3: wave {wave}: requests per seed language {plan}")

@@ -35,10 +35,16 @@ PHASE1_STAGES = ("ingest", "exact_dedup", "near_dedup", "grouping")
 ASSUMED = {
     # arctic-embed-m chunks of <= 512 tokens per second on one L4 at ~50% of its bf16 peak
     "annotator_chunks_per_s_per_gpu": 550.0,
-    # Llama-3.1-70B output tokens per second per 8-GPU replica (vLLM, continuous batching)
-    "rewriter_tokens_per_s_per_replica": 4000.0,
-    # generated tokens per kept synthetic token (validation, dedup and budget losses)
-    "rewriter_generated_per_kept": 1.66,
+    # Llama-3.1-70B FP8 output tokens per second per H100 (vLLM, continuous batching, TP 2):
+    # NVIDIA's TensorRT-LLM figure for Llama-3.3-70B FP8 on 2 H100s at 1000/1000 tokens,
+    # 4,205/s, times 0.75 for vLLM (README cost model)
+    "rewriter_tokens_per_s_per_gpu": 1577.0,
+    # generated tokens per kept synthetic token of a one-step template (validation, dedup
+    # and budget losses, answers ending at their code fence)
+    "rewriter_generated_per_kept": 1.41,
+    # a chained rewrite (SGCR then SCOR) generates a second whole answer, and ~5% of the
+    # requests are lost between the two steps
+    "rewriter_chain_factor": 2.05,
     "bytes_per_token": 3.3,
 }
 #: on-demand list prices per node-hour (AWS us-east-1; p5 at a negotiated H100 rate)
@@ -240,13 +246,21 @@ def plan(listing: dict, settings, rates: dict, cluster: str | None = None,
     # phase 3: kept synthetic tokens from the budget, generated tokens through the replicas
     s3 = settings.phase3
     budget = s3.budget_tokens or s3.budget_ratio * p1["tokens"]
-    generated = budget * ASSUMED["rewriter_generated_per_kept"]
+    b = s3.builder()
+    weights = {t: w for t, w in b.templates.items() if w > 0}
+    chained = sum(w for t, w in weights.items() if b.library[t].then) / sum(weights.values())
+    generated = budget * ASSUMED["rewriter_generated_per_kept"] * (
+        1 - chained + chained * ASSUMED["rewriter_chain_factor"])
     replicas = s3.max_actors or s3.actors
-    wall3 = generated / (ASSUMED["rewriter_tokens_per_s_per_replica"] * replicas)
+    gpus3 = max(1.0, s3.gpus_per_actor)
+    rate3 = ASSUMED["rewriter_tokens_per_s_per_gpu"] * gpus3
+    wall3 = generated / (rate3 * replicas)
+    node_gpus = groups.get("gpu_rewriter", {}).get("gpus") or gpus3
     phases["3"] = {"node_type": "gpu_rewriter" if "gpu_rewriter" in groups else "local",
-                   "nodes": replicas, "kept_tokens": int(budget),
+                   "nodes": math.ceil(replicas * gpus3 / node_gpus), "replicas": replicas,
+                   "kept_tokens": int(budget), "chained_share": round(chained, 3),
                    "generated_tokens": int(generated), "wall_s": round(wall3, 1),
-                   "rate_assumed": ASSUMED["rewriter_tokens_per_s_per_replica"]}
+                   "rate_assumed": rate3}
     total = 0.0
     for v in phases.values():
         v["node_hours"] = round(v["wall_s"] / 3600 * v["nodes"], 2)
@@ -275,8 +289,9 @@ def plan_lines(p: dict) -> list[str]:
                 "2": lambda: f"{v['chunks']:,} chunks (assumed {v['rate_assumed']:.0f}/s per "
                              "actor)",
                 "3": lambda: f"{v['generated_tokens']:,} tokens generated for "
-                             f"{v['kept_tokens']:,} kept (assumed {v['rate_assumed']:.0f}/s "
-                             "per replica)"}[k]()
+                             f"{v['kept_tokens']:,} kept ({v['chained_share']:.0%} chained); "
+                             f"{v['replicas']} replicas at an assumed "
+                             f"{v['rate_assumed']:.0f}/s each"}[k]()
         lines.append(f"{k:<7}{v['node_type']:<16}{v['nodes']:>6}{v['wall_s'] / 3600:>9.2f}"
                      f"{v['node_hours']:>9.2f}{v['cost']:>10.2f}  {work}")
     lines.append(f"total: {p['wall_s'] / 3600:.2f} h, ${p['cost']:,.2f}")

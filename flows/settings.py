@@ -258,6 +258,8 @@ class Phase3Settings(PromptSettings):
     #: a short last wave is padded to this many requests (the surplus is trimmed at the
     #: end): one engine start per wave is the fixed cost
     min_requests_per_wave: int = 16
+    #: each seed language still short of its budget makes at least this many requests
+    min_requests_per_language: int = 1
     #: accepted tokens per request assumed before any is measured
     prior_tokens_per_request: float = 200.0
 
@@ -281,9 +283,11 @@ class Phase3Settings(PromptSettings):
             raise SettingsError("phase3: actor resources >= 0 and batch_requests >= 1")
         check_resources(self.resources, "phase3.resources")
         if self.max_waves < 1 or self.overshoot < 1 or not (
-                1 <= self.min_requests_per_wave <= self.max_requests_per_wave):
+                1 <= self.min_requests_per_wave <= self.max_requests_per_wave) or \
+                self.min_requests_per_language < 1:
             raise SettingsError("phase3: max_waves >= 1, overshoot >= 1, "
-                                "1 <= min_requests_per_wave <= max_requests_per_wave")
+                                "1 <= min_requests_per_wave <= max_requests_per_wave, "
+                                "min_requests_per_language >= 1")
         if not 0 < self.min_file_tokens <= self.max_file_tokens:
             raise SettingsError("phase3: 0 < min_file_tokens <= max_file_tokens")
         if self.max_tokens < 16 or self.max_tokens >= self.engine.max_model_len:

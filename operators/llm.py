@@ -25,6 +25,7 @@ import time
 
 import pyarrow as pa
 
+from operators.chain import FIRST_STEP_FIELDS, has_next_step, next_step
 from operators.tokens import CACHE_DIR, publish_dir, smollm2_gguf
 
 _LOCK = threading.Lock()
@@ -44,6 +45,14 @@ GENERATION_SCHEMA = pa.schema([
     pa.field("gen_detail", pa.string()),
     pa.field("model", pa.string()),
 ])
+
+
+def with_first_step(t: pa.Table) -> pa.Table:
+    """The first-step provenance columns, null where a request had one step."""
+    for f in FIRST_STEP_FIELDS:
+        if f.name not in t.column_names:
+            t = t.append_column(f, pa.nulls(t.num_rows, f.type))
+    return t
 
 
 def _convert_smollm2(out: str) -> None:
@@ -102,12 +111,21 @@ class EngineConfig:
     chunked_prefill: bool = False
     #: extra keyword arguments for ``vllm.LLM`` (e.g. ``max_num_seqs``, ``quantization``)
     extra: dict = dataclasses.field(default_factory=dict)
+    #: ``actor``: :class:`VLLMGenerator` on an actor pool (one batch at a time per replica,
+    #: both steps of a chained request in one call); ``ray_data_llm``: Ray Data LLM
+    #: (:mod:`operators.llm_ray`), continuous batching across batches
+    backend: str = "actor"
+    #: Ray Data LLM: batches in flight per replica
+    max_concurrent_batches: int = 4
 
     def __post_init__(self):
         if self.max_model_len < 64 or self.tensor_parallel_size < 1:
             raise ValueError("engine: max_model_len >= 64 and tensor_parallel_size >= 1")
         if not 0 < self.memory_utilization <= 1:
             raise ValueError("engine: memory_utilization must be in (0, 1]")
+        if self.backend not in ("actor", "ray_data_llm") or self.max_concurrent_batches < 1:
+            raise ValueError("engine: backend is actor or ray_data_llm, "
+                             "max_concurrent_batches >= 1")
 
     def llm_kwargs(self, path: str) -> dict:
         kw = {"model": path, "max_model_len": self.max_model_len, "dtype": self.dtype,
@@ -155,6 +173,16 @@ class VLLMGenerator:
         return self.llm.chat(messages, params, use_tqdm=False)
 
     def __call__(self, table: pa.Table) -> pa.Table:
+        """Both steps of chained requests in this call (one engine, no second pool)."""
+        t = self._step(table, None)
+        if has_next_step(t):
+            t, pending = next_step(t)
+            t = self._step(t, pending)
+        return with_first_step(t)
+
+    def _step(self, table: pa.Table, only: list | None) -> pa.Table:
+        """Generates the rows ``only`` marks (all if None); the others keep their
+        generation columns."""
         import json
 
         from vllm import SamplingParams
@@ -163,10 +191,13 @@ class VLLMGenerator:
         n = len(rows)
         stops = (table.column("stop").to_pylist() if "stop" in table.column_names
                  else [None] * n)
-        out = {f.name: [None] * n for f in GENERATION_SCHEMA}
+        out = {f.name: (table.column(f.name).to_pylist() if f.name in table.column_names
+                        else [None] * n) for f in GENERATION_SCHEMA}
         out["model"] = [self.engine.model] * n
         todo, messages, params = [], [], []
         for i, r in enumerate(rows):
+            if only is not None and not only[i]:
+                continue
             try:
                 msgs = json.loads(r["messages_json"])
                 n_prompt = self._prompt_tokens(msgs)
@@ -199,7 +230,9 @@ class VLLMGenerator:
             out["output_tokens"][i] = len(o.token_ids)
             out["gen_status"][i] = "ok"
         for f in GENERATION_SCHEMA:
-            table = table.append_column(f, pa.array(out[f.name], f.type))
+            col = pa.array(out[f.name], f.type)
+            table = (table.set_column(table.schema.get_field_index(f.name), f, col)
+                     if f.name in table.column_names else table.append_column(f, col))
         return table
 
     def _run(self, messages: list, params: list) -> list:

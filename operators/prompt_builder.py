@@ -1,12 +1,15 @@
 """Phase-3 prompts: templates and the requests built from seed files.
 
 - :func:`load_templates`: prompt templates are YAML files (``operators/prompts/`` ships
-  OSS-Instruct and WaveCoder's four tasks adapted to code files; a user folder may add or
-  replace them). Placeholders: ``{language}``, ``{seed}``, ``{fence}``,
-  ``{target_language}``, ``{target_fence}``.
+  OSS-Instruct, WaveCoder's four tasks adapted to code files, and SwallowCode's two-step
+  rewrite SGCR → SCOR; a user folder may add or replace them). Placeholders:
+  ``{language}``, ``{seed}``, ``{fence}``, ``{target_language}``, ``{target_fence}``,
+  ``{style_guide}`` (:data:`STYLE_GUIDES`).
 - :class:`PromptBuilder`: seed files (with how many requests each should make) → request
-  rows. The seed is 1–15 consecutive lines from a random start (Magicoder); the template is
-  drawn by weight; every random choice comes from a generator seeded by the run seed, the
+  rows. The template is drawn by weight; the seed is 1–15 consecutive lines from a random
+  start (Magicoder) or the whole file (``seed_scope: file``). A template with ``then``
+  makes a chained request: the follow-up's messages travel with the row and receive the
+  first answer's code (:func:`operators.chain.next_step`); every random choice comes from a generator seeded by the run seed, the
   wave and the seed file, so a re-run builds the same requests. Sampling settings, the seed
   lines and the template id travel with each row to the output.
 """
@@ -25,7 +28,28 @@ import xxhash
 import yaml
 
 PROMPTS_DIR = os.path.join(os.path.dirname(__file__), "prompts")
-PLACEHOLDERS = {"language", "seed", "fence", "target_language", "target_fence"}
+PLACEHOLDERS = {"language", "seed", "fence", "target_language", "target_fence", "style_guide"}
+
+#: the style guide an answer is asked to follow, per language (SwallowCode's SGCR rewrites
+#: to the language's style guide: PEP 8 for Python); ``{style_guide}`` in a template
+STYLE_GUIDES = {
+    "Python": "PEP 8 and the Google Python Style Guide (docstrings, type hints)",
+    "Java": "the Google Java Style Guide", "Kotlin": "the Kotlin coding conventions",
+    "JavaScript": "the Airbnb JavaScript Style Guide",
+    "TypeScript": "the Google TypeScript Style Guide", "C++": "the Google C++ Style Guide",
+    "C": "the Linux kernel coding style", "C#": "Microsoft's C# coding conventions",
+    "Go": "Effective Go, formatted by gofmt", "Rust": "the Rust Style Guide (rustfmt)",
+    "Ruby": "the community Ruby Style Guide (RuboCop)", "PHP": "PSR-12",
+    "Swift": "the Swift API Design Guidelines", "Scala": "the Scala Style Guide",
+    "Shell": "the Google Shell Style Guide", "SQL": "Simon Holywell's SQL Style Guide",
+    "Dart": "Effective Dart", "Jupyter Notebook": "PEP 8",
+}
+#: where a follow-up template takes the previous step's code (``{seed}`` of the follow-up)
+PREVIOUS = "\0SEED\0"
+
+
+def style_guide(lang: str) -> str:
+    return STYLE_GUIDES.get(lang, f"the most widely used {lang} style guide")
 
 #: fence tags of the languages (lowercase language name otherwise)
 FENCES = {"C++": "cpp", "C#": "csharp", "Shell": "bash", "Jupyter Notebook": "python",
@@ -39,16 +63,23 @@ def fence(lang: str) -> str:
 @dataclasses.dataclass(frozen=True)
 class Template:
     """One prompt template. ``output_language`` is ``seed`` (the answer is in the seed's
-    language) or ``target`` (in the builder's target language: translation)."""
+    language) or ``target`` (in the builder's target language: translation).
+    ``seed_scope``: ``snippet`` (1–15 lines, Magicoder) or ``file`` (the whole file, its
+    first lines up to ``max_seed_chars``; SwallowCode rewrites whole files). ``then``: a
+    follow-up template whose ``{seed}`` is this step's code (SGCR then SCOR)."""
 
     id: str
     system: str
     user: str
     output_language: str = "seed"
+    seed_scope: str = "snippet"
+    then: str | None = None
 
     def __post_init__(self):
         if self.output_language not in ("seed", "target"):
             raise ValueError(f"template {self.id}: output_language must be seed or target")
+        if self.seed_scope not in ("snippet", "file"):
+            raise ValueError(f"template {self.id}: seed_scope must be snippet or file")
         for part in (self.system, self.user):
             names = {f for _, f, _, _ in string.Formatter().parse(part) if f}
             if names - PLACEHOLDERS:
@@ -60,11 +91,12 @@ class Template:
     def messages(self, seed: str, language: str, target: str) -> list[dict]:
         # the seed is substituted last, so braces inside the code are left alone
         values = {"language": language, "fence": fence(language), "target_language": target,
-                  "target_fence": fence(target), "seed": "\0SEED\0"}
+                  "target_fence": fence(target), "seed": PREVIOUS,
+                  "style_guide": style_guide(language)}
         out = []
         if self.system.strip():
             out.append({"role": "system", "content": self.system.format(**values).strip()})
-        user = self.user.format(**values).replace("\0SEED\0", seed)
+        user = self.user.format(**values).replace(PREVIOUS, seed)
         out.append({"role": "user", "content": user})
         return out
 
@@ -108,6 +140,20 @@ def seed_snippet(content: str, rng: np.random.Generator, min_lines: int = 1,
     return None
 
 
+def seed_file(content: str, max_chars: int = 4000) -> tuple[int, int, str] | None:
+    """(1, lines, text): the whole file, or its first lines up to ``max_chars``; None if
+    blank."""
+    lines = content.splitlines()
+    chosen, size = [], 0
+    for line in lines:
+        if chosen and size + len(line) + 1 > max_chars:
+            break
+        chosen.append(line)
+        size += len(line) + 1
+    text = "\n".join(chosen)[:max_chars]
+    return (0, len(chosen), text) if text.strip() else None
+
+
 def _uid(*parts) -> int:
     return xxhash.xxh3_64_intdigest(":".join(str(p) for p in parts).encode())
 
@@ -126,6 +172,10 @@ REQUEST_SCHEMA = pa.schema([
     pa.field("temperature", pa.float32()), pa.field("top_p", pa.float32()),
     pa.field("max_tokens", pa.int32()), pa.field("sampling_seed", pa.int64()),
     pa.field("stop", pa.list_(pa.string())),
+    # a chained rewrite's second step: its template, and its messages with the placeholder
+    # PREVIOUS where the first answer's code goes (null: one step)
+    pa.field("next_template", pa.string()),
+    pa.field("next_messages_json", pa.large_string()),
 ])
 
 #: where an answer's code block ends: generation stops there (the closing fence is kept),
@@ -188,6 +238,13 @@ class PromptBuilder(PromptSettings):
             raise ValueError("template weights must be >= 0 with a positive sum")
         if not 1 <= self.min_lines <= self.max_lines:
             raise ValueError("need 1 <= min_lines <= max_lines")
+        for t in self.library.values():
+            nxt = self.library.get(t.then) if t.then else None
+            if t.then and nxt is None:
+                raise ValueError(f"template {t.id}: then: unknown template {t.then!r}")
+            if nxt is not None and (nxt.then or nxt.output_language != "seed"):
+                raise ValueError(f"template {t.id}: its follow-up {nxt.id} must answer in "
+                                 "the language it is given and have no follow-up itself")
 
     def _choose(self, rng: np.random.Generator, seed_lang: str) -> Template:
         ids = [t for t, w in sorted(self.templates.items()) if w > 0 and not (
@@ -205,24 +262,31 @@ class PromptBuilder(PromptSettings):
             for j in range(int(r["n_requests"] or 0)):
                 key = _uid(self.seed, self.wave, r["id"], j)
                 rng = np.random.default_rng(key)
-                snip = seed_snippet(r["content"] or "", rng, self.min_lines, self.max_lines,
-                                    self.max_seed_chars)
+                tpl = self._choose(rng, r["lang"])
+                snip = (seed_file(r["content"] or "", self.max_seed_chars)
+                        if tpl.seed_scope == "file" else
+                        seed_snippet(r["content"] or "", rng, self.min_lines, self.max_lines,
+                                     self.max_seed_chars))
                 if snip is None:
                     continue  # a blank seed file: no request (counted as not made)
                 start, n_lines, text = snip
-                tpl = self._choose(rng, r["lang"])
                 out_lang = self.target_language if tpl.output_language == "target" \
                     else r["lang"]
                 msgs = tpl.messages(text, r["lang"], self.target_language)
+                nxt = self.library[tpl.then] if tpl.then else None
                 for name, value in (
                         ("request_id", f"syn-{key:016x}"), ("lang", out_lang),
                         ("seed_id", r["id"]), ("seed_lang", r["lang"]),
                         ("seed_start_line", start + 1), ("seed_lines", n_lines),
-                        ("template", tpl.id), ("wave", self.wave),
+                        ("template", f"{tpl.id}>{nxt.id}" if nxt else tpl.id),
+                        ("wave", self.wave),
                         ("messages_json", json.dumps(msgs)),
                         ("temperature", self.temperature), ("top_p", self.top_p),
                         ("max_tokens", self.max_tokens),
                         ("sampling_seed", key & 0x7FFFFFFF),
-                        ("stop", [CODE_END] if self.stop_after_code else [])):
+                        ("stop", [CODE_END] if self.stop_after_code else []),
+                        ("next_template", nxt.id if nxt else None),
+                        ("next_messages_json", json.dumps(nxt.messages(
+                            PREVIOUS, out_lang, self.target_language)) if nxt else None)):
                     rows[name].append(value)
         return pa.table(rows, schema=REQUEST_SCHEMA)

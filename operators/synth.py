@@ -46,8 +46,15 @@ SYNTH_FIELDS = [
     pa.field("max_tokens", pa.int32()), pa.field("sampling_seed", pa.int64()),
     pa.field("model", pa.string()), pa.field("finish_reason", pa.string()),
     pa.field("prompt_tokens", pa.int32()), pa.field("output_tokens", pa.int32()),
+    # a chained rewrite's first step (null for one step; the counts above are the last's)
+    pa.field("first_finish_reason", pa.string()),
+    pa.field("first_prompt_tokens", pa.int32()),
+    pa.field("first_output_tokens", pa.int32()),
 ]
-SYNTH_SCHEMA = pa.schema(list(FILE_SCHEMA) + SYNTH_FIELDS)
+#: the first step's whole answer: kept with the work rows (``_work/synth``), not the output
+FIRST_ANSWER = pa.field("first_answer", pa.large_string())
+FIRST_STEP_FIELDS = [FIRST_ANSWER] + SYNTH_FIELDS[-3:]
+SYNTH_SCHEMA = pa.schema(list(FILE_SCHEMA) + SYNTH_FIELDS + [FIRST_ANSWER])
 
 
 

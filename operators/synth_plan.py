@@ -34,12 +34,15 @@ def synth_targets(phase1_tokens: dict[str, int], seed_files: dict[str, int], tot
 
 def plan_wave(need: dict[str, float], per_request: dict[str, float],
               seed_files: dict[str, int], translate_share: float, target_language: str,
-              overshoot: float, cap: int, floor: int = 1) -> dict[str, int]:
+              overshoot: float, cap: int, floor: int = 1, per_language: int = 1
+              ) -> dict[str, int]:
     """Requests per *seed* language for the next wave. ``per_request``: accepted tokens
     per request by output language (measured, or the prior). A seed in another language
     than the target is translated into it with probability ``translate_share``. A wave
     makes at least ``floor`` requests (an engine start is not worth a handful) and at
-    most ``cap``."""
+    most ``cap``; a seed language still short makes at least ``per_language`` (a small
+    budget met by one or two requests at the measured rate is usually missed, and costs
+    a wave of its own)."""
     plan: dict[str, float] = {}
     tgt = target_language
     from_others = 0.0
@@ -59,6 +62,8 @@ def plan_wave(need: dict[str, float], per_request: dict[str, float],
             extra = left / (translate_share * per_request[tgt]) * overshoot
             for lang, n in donors.items():
                 plan[lang] = plan.get(lang, 0) + extra * n / sum(donors.values())
+    for lang in plan:
+        plan[lang] = max(plan[lang], float(per_language))
     total = sum(plan.values())
     scale = min(max(1.0, floor / total), cap / total) if total else 1.0
     return {lang: int(math.ceil(v * scale)) for lang, v in plan.items() if v > 0}

@@ -65,14 +65,17 @@ def test_kuberay_manifests_match_the_flow_and_the_autoscaler_groups():
         c = workers[group]["template"]["spec"]["containers"][0]
         return int(c["resources"]["limits"].get("nvidia.com/gpu", 0))
 
-    assert gpus("gpu-rewriter") == settings.phase3.gpus_per_actor == \
-        settings.phase3.engine.tensor_parallel_size
+    # whole tensor-parallel replicas per rewriter node (four of TP 2 on 8 GPUs)
+    per_node = gpus("gpu-rewriter") // settings.phase3.gpus_per_actor
+    assert per_node * settings.phase3.gpus_per_actor == gpus("gpu-rewriter")
+    assert settings.phase3.gpus_per_actor == settings.phase3.engine.tensor_parallel_size
     assert gpus("gpu-annotator") == settings.phase2.gpus_per_actor and gpus("cpu-worker") == 0
     autoscaler = _load("cluster/aws.yaml")["available_node_types"]
     for ours, theirs in GROUPS.items():
         assert workers[theirs]["minReplicas"] == 0
         assert workers[theirs]["maxReplicas"] == autoscaler[ours]["max_workers"]
-    assert workers["gpu-rewriter"]["maxReplicas"] >= (settings.phase3.max_actors or 1)
+    assert workers["gpu-rewriter"]["maxReplicas"] * per_node >= (
+        settings.phase3.max_actors or 1)
 
 
 def test_gpu_groups_take_only_their_stage():

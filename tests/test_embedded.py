@@ -29,6 +29,14 @@ def test_embedded_default_cli(embedded_run):
     # every phase ran: the default command ends with a mixture, its manifest and a report
     assert {"phase1", "phase2", "phase3", "mixture"} <= set(manifest)
     assert manifest["phase3"]["conservation"]["ok"]
+    # the embedded phase 3 makes SwallowCode's two-step rewrites next to OSS-Instruct;
+    # those lost at the first step are counted by their step-1 reason
+    made = pads.dataset(out / "_work/synth").to_table(columns=["template"]).column(
+        "template").to_pylist()
+    assert {"oss_instruct", "sgcr>scor"} <= set(made)
+    lost = manifest["phase3"]["removed"].get("synth_generation", {})
+    assert all(k.startswith("step1_") or k in ("engine_error", "prompt_too_long",
+                                               "bad_request") for k in lost)
     assert "mixture   source" in res.stdout and f"{out}/mixture (training mixture)" in res.stdout
     assert (out / "report.html").stat().st_size > 10_000 and (out / "report.md").exists()
     # every stage of every phase has its wall time

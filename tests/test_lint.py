@@ -3,6 +3,7 @@ files, one file at a time, and pylint's evaluation recomputed here from those me
 
 from __future__ import annotations
 
+import ast
 import glob
 import io
 import json
@@ -41,6 +42,10 @@ def _direct(path: str) -> dict:
     return counts
 
 
+def _all_statements(code: str) -> int:  # pylint's count, by a full walk of the tree
+    return sum(isinstance(n, ast.stmt) for n in ast.walk(ast.parse(code)))
+
+
 def _comment_share(code: str) -> float:
     toks = list(tokenize.generate_tokens(io.StringIO(code).readline))
     return sum(t.type == tokenize.COMMENT for t in toks) / len(toks)
@@ -56,9 +61,14 @@ def test_scores_agree_with_ruff_run_on_each_file():
         c = _direct(f)
         weighted = 5 * c.get("error", 0) + c.get("warning", 0) + c.get("refactor", 0) + \
             c.get("convention", 0)
+        assert statements(text) == _all_statements(text)
         expect = max(0.0, 10 - 10 * weighted / statements(text)) * (1 - _comment_share(text))
         assert score == pytest.approx(expect, abs=1e-3), (f, c)
     assert 2.0 < sum(got) / len(got) < 10.0 and len(set(got)) > 10
+    nested = ("match x:\n    case 1:\n        y = 2\n    case _:\n        pass\n"
+              "try:\n    a = 1\nexcept E:\n    b = 2\nelse:\n    c = 3\nfinally:\n"
+              "    d = 4\nwhile 0:\n    break\nelse:\n    e = lambda: 5\n")
+    assert statements(nested) == _all_statements(nested) == 11
 
 
 def test_threshold_removes_and_comments_are_penalised():

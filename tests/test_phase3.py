@@ -89,8 +89,8 @@ def test_phase3_in_the_flow(ray_local, stack_corpus, tmp_path):
         # more than enough, so generation must stop after it and trim to the budget
         "phase3:\n  budget_tokens: 300\n  shares: {Python: 1.0}\n  max_tokens: 384\n"
         "  max_waves: 3\n  min_requests_per_wave: 16\n  min_file_tokens: 16\n"
-        "  batch_requests: 16\n  templates: {oss_instruct: 3, repair: 1}\n"
-        "  cpus_per_actor: 1\n")
+        "  batch_requests: 16\n  templates: {oss_instruct: 3, repair: 1, sgcr: 2}\n"
+        "  max_seed_chars: 1200\n  cpus_per_actor: 1\n")
     out = tmp_path / "out"
     args = ["--config", str(cfg), "--input", str(root), "--output", str(out)]
     assert main(args + ["--phases", "1"]) == 0
@@ -107,6 +107,19 @@ def test_phase3_in_the_flow(ray_local, stack_corpus, tmp_path):
     assert len(p3["waves"]) == 1 and p3["waves"][0]["requests"] >= 16
     assert p3["budget_met"] and {k for k, v in p3["languages"].items()
                                  if v["budget"] or v["selected_tokens"]} == {"Python"}
+    _check_phase3(out, p3)
+    # phase 3 again on Ray Data LLM (continuous batching; the chain's second step is a
+    # second processor fed from the first step's written answers)
+    cfg.write_text(cfg.read_text() + "  engine: {backend: ray_data_llm}\n")
+    assert main(args + ["--phases", "3"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    _check_phase3(out, manifest["phase3"])
+    assert manifest["phase1"]["conservation"]["ok"]
+
+
+def _check_phase3(out, p3):
+    c = p3["conservation"]
+    assert c["ok"] and c["requests"] == c["kept"] + c["removed"] > 0
     docs = pads.dataset(out / "phase3").to_table().to_pylist()
     assert abs(p3["selected_tokens"] - 300) <= max(d["n_tokens"] for d in docs)
     assert p3["languages"]["Python"]["accepted_tokens"] > 300
@@ -114,9 +127,12 @@ def test_phase3_in_the_flow(ray_local, stack_corpus, tmp_path):
     assert len(docs) == c["kept"] and {d["phase"] for d in docs} <= {3}
     for d in docs:
         assert d["text"] and d["n_files"] == 1 and d["file_ids"] == [d["doc_id"]]
-        assert d["template"] in ("oss_instruct", "repair") and d["model"]
-        assert d["seed_id"] and 1 <= d["seed_lines"] <= 15 and d["sampling_seed"] >= 0
+        assert d["template"] in ("oss_instruct", "repair", "sgcr>scor") and d["model"]
+        assert d["seed_id"] and d["seed_lines"] >= 1 and d["sampling_seed"] >= 0
         assert d["temperature"] == pytest.approx(0.8) and d["max_tokens"] == 384
+        chained = d["template"] == "sgcr>scor"
+        assert (d["first_output_tokens"] is not None) == chained
+        assert chained or d["seed_lines"] <= 15
     seeds = {r["id"] for r in pads.dataset(out / "_work/selected").to_table(
         columns=["id"]).to_pylist()}
     assert {d["seed_id"] for d in docs} <= seeds
@@ -124,8 +140,12 @@ def test_phase3_in_the_flow(ray_local, stack_corpus, tmp_path):
     synth_ids = {r["id"] for r in ledger if r["id"].startswith("syn-")}
     assert synth_ids.isdisjoint(d["doc_id"] for d in docs)
     assert len(synth_ids) == c["removed"]
-    # phase 1's counts are untouched by the phase-3 ledgers
-    assert manifest["phase1"]["conservation"]["ok"]
+    # chained requests were made; those lost at the first step are in the ledger by reason
+    work = pads.dataset(out / "_work/synth").to_table(
+        columns=["template", "removed_reason", "first_answer"]).to_pylist()
+    chains = [r for r in work if r["template"] == "sgcr>scor"]
+    assert chains and all(r["first_answer"] is not None or (
+        r["removed_reason"] or "").startswith("step1_") for r in chains)
 
 
 def test_grade_files_labels_a_sample_for_the_annotator(ray_local, tmp_path):

@@ -211,6 +211,11 @@ def test_plan_wave_sizes_requests_from_yield():
     # a short last wave is padded to the floor, in proportion
     assert plan_wave({"Python": 150, "Java": 50}, per, {"Python": 3, "Java": 3}, 0.0,
                      "Python", 1.0, 10**6, floor=16) == {"Python": 10, "Java": 7}
+    # a language with a small budget still makes per_language requests; one already
+    # above it is unchanged, and a language not short makes none
+    assert plan_wave({"Python": 1000, "Java": 50, "Go": -1}, per,
+                     {"Python": 3, "Java": 3, "Go": 3}, 0.0, "Python", 1.0, 10**6,
+                     per_language=6) == {"Python": 10, "Java": 6}
 
 
 def test_request_counts_spread_over_seed_files():
@@ -244,15 +249,18 @@ def test_parse_grade():
     assert parse_grade("It has 12 functions and 7 classes") is None
 
 
-def test_cluster_config_runs_the_70b_rewriter_tensor_parallel_per_node():
+def test_cluster_config_runs_the_70b_rewriter_with_its_cost_levers():
     from flows.settings import CONFIG_DIR
 
     p3 = load_settings(CONFIG_DIR / "cluster.yaml").phase3
-    assert p3.engine.model == "meta-llama/Llama-3.1-70B-Instruct"
-    assert p3.engine.tensor_parallel_size == p3.gpus_per_actor == 8
+    assert "Llama-3.1-70B-Instruct-FP8" in p3.engine.model  # FP8 weights
+    assert p3.engine.tensor_parallel_size == p3.gpus_per_actor == 2  # 4 replicas per node
+    assert p3.engine.backend == "ray_data_llm" and p3.engine.max_concurrent_batches > 1
     kw = p3.engine.llm_kwargs("/models/llama")
     assert kw["distributed_executor_backend"] == "mp" and kw["enable_chunked_prefill"]
-    assert kw["max_num_seqs"] == 256 and not kw["enforce_eager"]
+    assert kw["max_num_seqs"] == 256 and kw["kv_cache_dtype"] == "fp8"
+    assert kw["enable_prefix_caching"] and not kw["enforce_eager"]
+    assert p3.templates == {"oss_instruct": 1.0, "sgcr": 1.0}
     assert p3.budget_ratio == pytest.approx(5 / 400) and p3.shares == {"Python": 0.5}
     embedded = load_settings().phase3
     assert embedded.engine.llm_kwargs("/m")["enable_chunked_prefill"] is False
