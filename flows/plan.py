@@ -246,9 +246,7 @@ def plan(listing: dict, settings, rates: dict, cluster: str | None = None,
     # phase 3: kept synthetic tokens from the budget, generated tokens through the replicas
     s3 = settings.phase3
     budget = s3.budget_tokens or s3.budget_ratio * p1["tokens"]
-    b = s3.builder()
-    weights = {t: w for t, w in b.templates.items() if w > 0}
-    chained = sum(w for t, w in weights.items() if b.library[t].then) / sum(weights.values())
+    chained = s3.builder().chained_share
     generated = budget * ASSUMED["rewriter_generated_per_kept"] * (
         1 - chained + chained * ASSUMED["rewriter_chain_factor"])
     replicas = s3.max_actors or s3.actors

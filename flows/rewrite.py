@@ -43,11 +43,6 @@ def _where(t: pa.Table, pending: bool) -> pa.Table:
     return t.filter(keep).drop_columns(["pending"])
 
 
-def chained(run: Run) -> bool:
-    b = run.settings.phase3.builder()
-    return any(b.library[t].then for t, w in b.templates.items() if w > 0)
-
-
 def answers(run: Run, requests: ray.data.Dataset, wave: int) -> ray.data.Dataset:
     p3 = run.settings.phase3
     replicas = (p3.actors, p3.max_actors or p3.actors)
@@ -66,7 +61,7 @@ def answers(run: Run, requests: ray.data.Dataset, wave: int) -> ray.data.Dataset
         return generate(ds, proc, p3.engine, columns)
 
     first = step(requests, REQUEST_SCHEMA.names)
-    if not chained(run):
+    if not p3.builder().chained_share:
         return first.map_batches(with_first_step, batch_format="pyarrow")
     rel = f"_work/synth_step1/w{wave:03d}"
     run.write(first.map_batches(_next_step, batch_format="pyarrow"), rel)

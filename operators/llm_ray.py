@@ -7,7 +7,7 @@ parallel placement groups, and rows that fail without failing the job.
 same rows plus :data:`operators.llm.GENERATION_SCHEMA` columns, as
 :class:`operators.llm.VLLMGenerator` does; the flow picks one with
 ``phase3.engine.backend``. A chained request's second step is a second processor
-(:mod:`flows.phase3` runs it on the rows :func:`operators.chain.next_step` left pending).
+(:mod:`flows.rewrite` runs it on the rows :func:`operators.chain.next_step` left pending).
 
 The model source: a packaged model is converted on the driver's node (the embedded, one-node
 case); a hub name or an ``s3://`` prefix is given to Ray Data LLM, which downloads it on

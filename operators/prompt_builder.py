@@ -246,6 +246,12 @@ class PromptBuilder(PromptSettings):
                 raise ValueError(f"template {t.id}: its follow-up {nxt.id} must answer in "
                                  "the language it is given and have no follow-up itself")
 
+    @property
+    def chained_share(self) -> float:
+        """The share of requests (by template weight) that are chained rewrites."""
+        return sum(w for t, w in self.templates.items() if self.library[t].then) / sum(
+            self.templates.values())
+
     def _choose(self, rng: np.random.Generator, seed_lang: str) -> Template:
         ids = [t for t, w in sorted(self.templates.items()) if w > 0 and not (
             self.library[t].output_language == "target"

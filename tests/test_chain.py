@@ -42,6 +42,7 @@ def test_sgcr_then_scor_requests_carry_the_whole_file_and_the_follow_up():
     # a whole file longer than max_seed_chars: its first lines, cut at a line end
     cut = PromptBuilder({"sgcr": 1.0}, max_seed_chars=60)(_seeds(["Python"])).to_pylist()[0]
     assert cut["seed_lines"] < len(FILE.splitlines())
+    assert PromptBuilder({"oss_instruct": 2.0, "sgcr": 1.0}).chained_share == pytest.approx(1 / 3)
     # one-step templates have no follow-up
     one = PromptBuilder({"oss_instruct": 1.0})(_seeds(["Python"])).to_pylist()[0]
     assert one["next_template"] is None and one["next_messages_json"] is None
