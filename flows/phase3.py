@@ -80,7 +80,8 @@ def seeds_stage(run: Run) -> dict:
     p1, p3 = run.settings.phase1, run.settings.phase3
     ops = [p1.exact_dedup, p1.near_dedup]
     if p3.seed_min_lint is not None:
-        ops.insert(0, dataclasses.replace(p1.lint, enabled=True, min_score=p3.seed_min_lint))
+        ops.insert(0, dataclasses.replace(p1.lint, enabled=True, min_score=p3.seed_min_lint,
+                                          languages=("Python",)))
     if p3.seed_syntax:
         ops.insert(0, dataclasses.replace(p1.syntax, enabled=True))
     seeds = run.read("_work/selected", columns=FILE_COLS)

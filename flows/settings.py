@@ -244,7 +244,8 @@ class Phase3Settings(PromptSettings):
     #: tolerance, whether or not phase 1 ran it), as SwallowCode keeps only seeds that compile
     seed_syntax: bool = False
     #: seeds: only Python files with phase 1's lint score at least this (SwallowCode: 7.0;
-    #: None: no lint criterion); other languages' seeds are not scored
+    #: None: no lint criterion); other languages' seeds are not scored (the threshold is
+    #: calibrated on pylint's Python scores; oxlint's JavaScript/TypeScript ones differ)
     seed_min_lint: float | None = None
     #: validation: length bounds of a kept file (tokens), truncated answers, parsing
     min_file_tokens: int = 32
