@@ -126,6 +126,8 @@ def main(argv=None) -> int:
                    help="Ray Data LLM: requests per batch")
     p.add_argument("--concurrent-batches", type=int, default=4,
                    help="Ray Data LLM: batches in flight per replica")
+    p.add_argument("--backends", nargs="+", default=["actor", "ray_data_llm"],
+                   choices=["actor", "ray_data_llm"], help="the pipelines to run")
     p.add_argument("--gpus", type=float, default=0.0)
     p.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/synth.md"))
@@ -168,10 +170,11 @@ def main(argv=None) -> int:
         f"{alone['output_tokens']} | {rate_a:.1f} | 1.00 |",
     ]
     runs = [("actor", b, f"actor pool (`backend: actor`), {b} requests per call")
-            for b in args.batch]
-    runs.append(("ray_data_llm", args.llm_batch,
-                 f"Ray Data LLM (`backend: ray_data_llm`), {args.llm_batch} requests per "
-                 f"batch, {args.concurrent_batches} in flight"))
+            for b in args.batch if "actor" in args.backends]
+    if "ray_data_llm" in args.backends:
+        runs.append(("ray_data_llm", args.llm_batch,
+                     f"Ray Data LLM (`backend: ray_data_llm`), {args.llm_batch} requests "
+                     f"per batch, {args.concurrent_batches} in flight"))
     for backend, batch, label in runs:
         piped = pipeline(requests, engine, batch, args.gpus, backend)
         rate_p = piped["output_tokens"] / piped["wall_s"]

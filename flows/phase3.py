@@ -43,7 +43,7 @@ from flows.shuffle import (KEY_BLOCK_ROWS, anti_join, block_rows, partition_coun
                            rows_and_bytes)
 from operators.dedup import choose_representatives
 from operators.schema import DOC_SCHEMA, FILE_SCHEMA, LEDGER_SCHEMA, conform, \
-    tombstones_to_ledger
+    put_column, tombstones_to_ledger
 from operators.select import histogram, merge_histograms, select, thresholds
 from operators.prompt_builder import hash_unit
 from operators.synth_plan import plan_wave, request_counts, synth_targets
@@ -228,8 +228,7 @@ def _to_docs(t: pa.Table) -> pa.Table:
                                  pa.list_(pa.string())),
             "n_files": pa.array([1] * n, pa.int32())}
     for name, col in cols.items():
-        t = t.append_column(name, col) if name not in t.column_names else t.set_column(
-            t.schema.get_field_index(name), name, col)
+        t = put_column(t, name, col)
     return conform(t, PHASE3_SCHEMA)
 
 

@@ -23,7 +23,7 @@ import os
 import numpy as np
 import pyarrow as pa
 
-from operators.schema import live_mask
+from operators.schema import live_mask, put_column
 
 
 def chunk_windows(n_tokens: int, chunk: int) -> list[tuple[int, int]]:
@@ -264,9 +264,7 @@ class QualityScorer:
             scores = self.head.score(self.encoder.embed(chunks)) if chunks else np.zeros(0)
             quality[idx] = average_by_file(scores, owners, len(idx))
         col = pa.array(quality.astype(np.float32), mask=np.isnan(quality))
-        if "quality" in table.column_names:
-            return table.set_column(table.schema.get_field_index("quality"), "quality", col)
-        return table.append_column("quality", col)
+        return put_column(table, "quality", col)
 
 
 class ChunkEmbedder:

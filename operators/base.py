@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from operators.schema import live_mask, mark_removed
+from operators.schema import live_mask, mark_removed, put_column
 
 
 @dataclasses.dataclass
@@ -117,9 +117,7 @@ class RowOperator:
         else:
             out[np.asarray(rows, dtype=np.int64)] = np.asarray(values, dtype=np.float32)
         array = pa.array(out, pa.float32(), mask=np.isnan(out))
-        if column in table.column_names:
-            return table.set_column(table.schema.get_field_index(column), column, array)
-        return table.append_column(column, array)
+        return put_column(table, column, array)
 
     @classmethod
     def config_fields(cls) -> list[dataclasses.Field]:

@@ -16,6 +16,7 @@ import json
 import pyarrow as pa
 
 from operators.prompt_builder import PREVIOUS
+from operators.schema import put_column
 from operators.synth import FIRST_STEP_FIELDS, extract_code
 
 FIRST = {"answer": "first_answer", "finish_reason": "first_finish_reason",
@@ -73,6 +74,5 @@ def next_step(t: pa.Table) -> tuple[pa.Table, list[bool]]:
         typ = (t.schema.field(name).type if name in t.column_names else
                next(f.type for f in FIRST_STEP_FIELDS if f.name == name))
         arr = pa.array(values, typ)
-        out = (out.set_column(out.schema.get_field_index(name), name, arr)
-               if name in out.column_names else out.append_column(name, arr))
+        out = put_column(out, name, arr)
     return out, pending

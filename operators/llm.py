@@ -26,6 +26,7 @@ import time
 import pyarrow as pa
 
 from operators.chain import FIRST_STEP_FIELDS, has_next_step, next_step
+from operators.schema import put_column
 from operators.tokens import CACHE_DIR, publish_dir, smollm2_gguf
 
 _LOCK = threading.Lock()
@@ -231,8 +232,7 @@ class VLLMGenerator:
             out["gen_status"][i] = "ok"
         for f in GENERATION_SCHEMA:
             col = pa.array(out[f.name], f.type)
-            table = (table.set_column(table.schema.get_field_index(f.name), f, col)
-                     if f.name in table.column_names else table.append_column(f, col))
+            table = put_column(table, f, col)
         return table
 
     def _run(self, messages: list, params: list) -> list:

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from operators.llm import GENERATION_SCHEMA, EngineConfig, model_dir
+from operators.schema import put_column
 
 #: Ray Data LLM's error column (empty for a row that succeeded)
 ERROR = "__inference_error__"
@@ -77,8 +78,7 @@ def to_generation(t: pa.Table, columns: list[str], model: str, max_model_len: in
     keep = t.select([c for c in columns if c in t.column_names])
     for f in GENERATION_SCHEMA:
         col = pa.array(out[f.name], f.type)
-        keep = (keep.set_column(keep.schema.get_field_index(f.name), f, col)
-                if f.name in keep.column_names else keep.append_column(f, col))
+        keep = put_column(keep, f, col)
     return keep
 
 

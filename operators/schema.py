@@ -94,6 +94,15 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
+def put_column(table: pa.Table, field: str | pa.Field, values) -> pa.Table:
+    """``table`` with the column ``field`` set to ``values``: replaced where it is, else
+    appended."""
+    name = field if isinstance(field, str) else field.name
+    if name in table.column_names:
+        return table.set_column(table.schema.get_field_index(name), field, values)
+    return table.append_column(field, values)
+
+
 def live_mask(table: pa.Table) -> pa.ChunkedArray:
     """True for rows no stage has removed yet."""
     return pc.is_null(table.column("removed_stage"))
