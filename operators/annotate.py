@@ -150,37 +150,11 @@ class Encoder:
 
     def embed(self, chunks: list[list[int]]) -> np.ndarray:
         """``float32[len(chunks), dim]`` embeddings, in the order given."""
-        import torch
+        from operators.encoder_batches import embed_chunks
 
-        out = np.zeros((len(chunks), self.dim), dtype=np.float32)
-        order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
-        start = 0
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
-                                                    enabled=self.autocast):
-            while start < len(order):
-                end = start + 1
-                while end < len(order) and (end - start + 1) * len(
-                        chunks[order[end]]) <= self.batch_tokens:
-                    end += 1
-                part = order[start:end]
-                width = max(len(chunks[i]) for i in part)
-                ids = torch.full((len(part), width), self.pad, dtype=torch.long)
-                mask = torch.zeros((len(part), width), dtype=torch.long)
-                for row, i in enumerate(part):
-                    ids[row, :len(chunks[i])] = torch.tensor(chunks[i])
-                    mask[row, :len(chunks[i])] = 1
-                ids, mask = ids.to(self.device), mask.to(self.device)
-                hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-                if self.pooling == "mean":
-                    m = mask.unsqueeze(-1).to(hidden.dtype)
-                    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-                else:
-                    pooled = hidden[:, 0]
-                if self.normalise:
-                    pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-                out[part] = pooled.float().cpu().numpy()
-                start = end
-        return out
+        return embed_chunks(self.model, chunks, pad=self.pad, batch_tokens=self.batch_tokens,
+                            device=self.device, pooling=self.pooling,
+                            normalise=self.normalise, autocast=self.autocast)
 
 
 @dataclasses.dataclass

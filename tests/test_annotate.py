@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -130,3 +132,32 @@ def test_training_metrics_and_head_fit():
     assert np.corrcoef(pred, grades)[0, 1] > 0.95
     with pytest.raises(ValueError):
         fit_head(x, np.ones(300, np.float32), "binary")
+
+
+def test_annotator_benchmark_runs_ray_free_and_counts_flops(tmp_path):
+    """benchmarks/annotator.py: the GPU check's script, here on a CPU with an encoder of
+    arctic-embed-m's shape; its FLOP count is the encoder's matrix products."""
+    import json
+    import subprocess
+    import sys
+
+    from benchmarks.annotator import ARCTIC_M, flops
+
+    h, f = ARCTIC_M["hidden_size"], ARCTIC_M["intermediate_size"]
+    assert flops([512], h, 12, f) == 12 * 512 * (8 * h * h + 4 * h * f + 4 * 512 * h)
+    assert round(flops([512], h, 12, f) / 1e9, 1) == 96.6  # GFLOPs per full chunk
+    out = tmp_path / "r.json"
+    code = ("import sys, builtins; real = builtins.__import__\n"
+            "def guard(name, *a, **k):\n"
+            "    if name.split('.')[0] in ('ray', 'pyarrow'):\n"
+            "        raise ImportError('the benchmark must run without ' + name)\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = guard\n"
+            "from benchmarks.annotator import main\n"
+            f"sys.exit(main(['--model', 'arctic-m', '--chunks', '6', '--batch-tokens', "
+            f"'2048', '--out', {str(out)!r}]))\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = json.loads(out.read_text())
+    assert r["model"] == "arctic-m" and r["chunks"] == 6 and r["chunks_per_s"] > 0
+    assert 0 < r["share_of_gemm"] < 2 and r["attention"] == "sdpa"
