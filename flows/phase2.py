@@ -14,6 +14,8 @@ token budget, repeat for the epochs, regroup by repository.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 
 import numpy as np
@@ -27,7 +29,8 @@ from flows.phases import DEDUP_STAGES, FILE_COLS, live_totals, require
 from flows.runtime import Run, actor_resources
 from flows.shuffle import anti_join, block_rows, partition_count
 from operators import storage
-from operators.annotate import QualityHead, QualityScorer
+from operators.annotate import QualityHead
+from operators.annotators import MultiScorer, combine, fingerprint, score_range
 from operators.grouping import RepoDocumentBuilder, group_key_repo
 from operators.schema import FILE_SCHEMA, LEDGER_SCHEMA
 from operators.select import (histogram, language_budgets, merge_histograms, select,
@@ -35,61 +38,162 @@ from operators.select import (histogram, language_budgets, merge_histograms, sel
 
 
 
-class Scorer(QualityScorer):
-    """The annotator on the pool, with the ``score`` fault point of the node-loss tests."""
+class Scorer(MultiScorer):
+    """The annotators on the pool, with the ``score`` fault point of the node-loss tests."""
 
     def __call__(self, table: pa.Table) -> pa.Table:
         maybe_die("score")
         return super().__call__(table)
 
 
-def load_head(run: Run) -> QualityHead:
-    spec = run.settings.phase2.head
+def head_bytes(run: Run, spec: str) -> bytes:
+    """A head file's bytes (``packaged:demo``: trained once and cached)."""
     if spec == "packaged:demo":
         from flows.train_annotator import train_demo_head
 
         p2 = run.settings.phase2
         path = train_demo_head(log=run.detail, threads=p2.threads, batch_tokens=p2.batch_tokens)
         with open(path, "rb") as f:
-            return QualityHead.from_json(f.read())
+            return f.read()
     fs, path = storage.resolve(spec, run.settings.s3)
-    return QualityHead.from_json(storage.read_bytes(fs, path))
+    return storage.read_bytes(fs, path)
 
 
-def phase1_files(run: Run) -> ray.data.Dataset:
-    """The files phase 1 kept, with content: live rows minus the dedup removals."""
+def load_head(run: Run) -> QualityHead:
+    return QualityHead.from_json(head_bytes(run, run.settings.phase2.head))
+
+
+def phase1_files(run: Run, attach=None) -> ray.data.Dataset:
+    """The files phase 1 kept, with content: live rows minus the dedup removals (and the
+    ``attach`` columns joined on by id, see :func:`flows.shuffle.anti_join`)."""
     rows = run.read("_work/clean", columns=FILE_COLS, live=True)
     gone = [run.read(f"removed/{s}", columns=["id"], schema=LEDGER_SCHEMA)
             for s in DEDUP_STAGES if run.exists(f"removed/{s}")]
     schema = pa.schema([FILE_SCHEMA.field(c) for c in FILE_COLS])
     n_rows, n_bytes = live_totals(run)
     n = partition_count(n_rows, run.settings.phase1.grouping.rows_per_partition)
-    return anti_join(rows, gone, schema, n, batch_rows=block_rows(n_rows, n_bytes))
+    return anti_join(rows, gone, schema, n, batch_rows=block_rows(n_rows, n_bytes),
+                     attach=attach)
+
+
+SCORES = "scores/phase2"
+
+
+def _annotators(run: Run) -> tuple[list, dict, str]:
+    """(specs, heads by name, fingerprint) of the configured annotators: reads the head
+    files, nothing of the models."""
+    p2 = run.settings.phase2
+    specs, heads, raw = p2.annotators, {}, {}
+    for s in specs:
+        if s.kind == "head":
+            raw[s.name] = head_bytes(run, s.head or p2.head)
+            heads[s.name] = QualityHead.from_json(raw[s.name])
+    shas = {n: hashlib.sha256(b).hexdigest() for n, b in raw.items()}
+    return specs, heads, fingerprint(specs, shas)
+
+
+def _ranges(run: Run, specs: list, heads: dict) -> dict:
+    """Each annotator's score range (an ``hf`` model's from its config's outputs)."""
+    out = {}
+    for s in specs:
+        labels = None
+        if s.kind == "hf" and not s.range:
+            from transformers import AutoConfig
+
+            from operators.tokens import tokenizer_dir
+
+            where = s.model or next(iter(s.per_language.values()))
+            labels = AutoConfig.from_pretrained(tokenizer_dir(where, run.settings.s3)).num_labels
+        out[s.name] = score_range(s, heads.get(s.name), labels)
+    return out
+
+
+def _phase1_identity(run: Run) -> dict:
+    """When phase 1's outputs were made: stored scores belong to those files only."""
+    return {name: (run.marker(name) or {}).get("finished_unix")
+            for name in ("ingest", *DEDUP_STAGES)}
 
 
 def score(run: Run) -> dict:
     p2 = run.settings.phase2
-    head = load_head(run)
-    run.detail(f"score: head {p2.head} ({head.mode}, encoder {head.encoder}, "
-            f"chunk {head.chunk}); {p2.actors} actor(s)")
+    specs, heads, fp = _annotators(run)
+    weights = p2.combine
+    meta_path = f"{SCORES}/_annotators.json"
+    identity = _phase1_identity(run)
+    stored = (json.loads(storage.read_bytes(run.fs, run.path(meta_path)))
+              if p2.reuse_scores and run.exists(meta_path) else None)
+    reuse = bool(stored and stored["fingerprint"] == fp and stored["phase1"] == identity)
+    ranges = ({n: tuple(r) for n, r in stored["ranges"].items()} if reuse
+              else _ranges(run, specs, heads))
     t = time.time()
-    # device "auto": CUDA where the actor's GPU is a real one; a logical GPU without CUDA
-    # (a test cluster, a driver/toolkit mismatch) falls back to the CPU
-    scored = phase1_files(run).map_batches(
-        Scorer, batch_size=p2.batch_files, batch_format="pyarrow",
-        fn_constructor_kwargs={"head": head, "batch_tokens": p2.batch_tokens,
-                               "device": "auto", "threads": p2.threads,
-                               "precision": p2.precision},
-        compute=ray.data.ActorPoolStrategy(size=p2.actors),
-        **actor_resources(p2.cpus_per_actor, p2.gpus_per_actor, p2.resources))
+    if reuse:  # re-selection: the stored scores joined onto the files, no model loaded
+        run.detail(f"score: the stored scores of {[s.name for s in specs]} ({SCORES}/)")
+        cols = [s.column for s in specs]
+        schema = pa.schema([pa.field("id", pa.string())] +
+                           [pa.field(c, pa.float32()) for c in cols])
+        scored = phase1_files(run, attach=(run.read(SCORES, columns=["id", *cols]), schema))
+        scored = scored.map_batches(combine, fn_kwargs={
+            "specs": specs, "ranges": ranges, "weights": weights}, batch_format="pyarrow")
+    else:
+        run.detail(f"score: annotators {[(s.name, s.kind) for s in specs]}; "
+                   f"{p2.actors} actor(s)")
+        # device "auto": CUDA where the actor's GPU is a real one; a logical GPU without
+        # CUDA (a test cluster, a driver/toolkit mismatch) falls back to the CPU
+        scored = phase1_files(run).map_batches(
+            Scorer, batch_size=p2.batch_files, batch_format="pyarrow",
+            fn_constructor_kwargs={"specs": specs, "heads": heads, "ranges": ranges,
+                                   "weights": weights, "batch_tokens": p2.batch_tokens,
+                                   "device": "auto", "threads": p2.threads,
+                                   "precision": p2.precision, "s3": run.settings.s3},
+            compute=ray.data.ActorPoolStrategy(size=p2.actors),
+            **actor_resources(p2.cpus_per_actor, p2.gpus_per_actor, p2.resources))
     run.write(scored, "_work/scored")
+    if not reuse:  # every file's scores apart from the text, as Dolma's attributes
+        run.write(run.read("_work/scored", columns=["id", "lang", "n_tokens"] +
+                           [s.column for s in specs]), SCORES)
+        storage.write_bytes(run.fs, run.path(meta_path), json.dumps(
+            {"fingerprint": fp, "phase1": identity, "ranges": ranges,
+             "annotators": [dataclasses.asdict(s) for s in specs]}, indent=1).encode())
     files = run.read("_work/scored", columns=["id"]).count()
     seconds = time.time() - t
+    head = next(iter(heads.values()), None)
     return {"files": files, "seconds": round(seconds, 1),
             "files_per_s": round(files / seconds, 2) if seconds else None,
-            "mode": head.mode, "encoder": head.encoder, "chunk": head.chunk,
-            "precision": p2.precision,
-            "head_metrics": head.metadata.get("metrics", {})}
+            "reused_scores": reuse, "fingerprint": fp,
+            "annotators": annotator_stats(run, specs, ranges),
+            "mode": head.mode if head else None, "encoder": head.encoder if head else None,
+            "chunk": head.chunk if head else None, "precision": p2.precision,
+            "head_metrics": head.metadata.get("metrics", {}) if head else {}}
+
+
+def annotator_stats(run: Run, specs: list, ranges: dict, bins: int = 20) -> dict:
+    """Each annotator's score distribution over the files it scored: files, mean and a
+    histogram over its range (a small aggregate per block, merged on the driver)."""
+    cols = [s.column for s in specs]
+
+    def part(t: pa.Table) -> pa.Table:
+        rows = []
+        for s, c in zip(specs, cols):
+            v = t.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+            v = v[~np.isnan(v)]
+            lo, hi = ranges[s.name]
+            h = np.histogram(np.clip(v, lo, hi), bins=bins, range=(lo, hi))[0]
+            rows.append({"name": s.name, "n": len(v), "sum": float(v.sum()),
+                         "hist": h.tolist()})
+        return pa.Table.from_pylist(rows)
+
+    out = {s.name: {"files": 0, "sum": 0.0, "hist": np.zeros(bins, np.int64)} for s in specs}
+    parts = run.read("_work/scored", columns=cols).map_batches(part, batch_format="pyarrow",
+                                                                 batch_size=None)
+    for batch in parts.iter_batches(batch_format="pyarrow", batch_size=None):
+        for r in batch.to_pylist():
+            o = out[r["name"]]
+            o["files"] += r["n"]
+            o["sum"] += r["sum"]
+            o["hist"] += np.array(r["hist"], np.int64)
+    return {name: {"files": o["files"], "range": list(ranges[name]),
+                   "mean": round(o["sum"] / o["files"], 4) if o["files"] else None,
+                   "histogram": o["hist"].tolist()} for name, o in out.items()}
 
 
 def _epochs(t: pa.Table, epochs: int) -> pa.Table:
@@ -122,7 +226,7 @@ def select_stage(run: Run) -> dict:
         return merge_histograms(list(parts.iter_batches(batch_format="pyarrow",
                                                         batch_size=None)), bins)
 
-    top = 1.0 if run.stage_info["score"]["mode"] == "binary" else 5.0
+    top = 1.0  # quality: the annotators' weighted mean, each scaled to [0, 1]
     cuts = thresholds(hist_fn, budgets, (0.0, top), bins=p2.bins, passes=p2.passes)
     cut = {lang: c["threshold"] for lang, c in cuts.items()}
     # the score distribution per language for the report: 20 bins over the score range

@@ -143,6 +143,23 @@ def fig_scores(m: dict):
     return _png(fig)
 
 
+def fig_annotators(m: dict):
+    a = ((m.get("phase2") or {}).get("score") or {}).get("annotators")
+    if not a:
+        return None
+    fig, axes = plt.subplots(1, len(a), figsize=(3.2 * len(a), 2.4), squeeze=False)
+    for ax, (name, s) in zip(axes.flat, a.items()):
+        lo, hi = s["range"]
+        width = (hi - lo) / len(s["histogram"])
+        ax.bar([lo + width * (i + 0.5) for i in range(len(s["histogram"]))], s["histogram"],
+               width=width, color=PALETTE[1])
+        ax.set_title(f"{name} ({s['files']} files, mean {s['mean']})", fontsize=9)
+        ax.set_xlim(lo, hi)
+    fig.suptitle("each annotator's scores over the files it scored")
+    fig.tight_layout()
+    return _png(fig)
+
+
 def fig_budgets(m: dict):
     rows = [r for r in budget_rows(m) if r[2] or r[3]]
     if not rows:
@@ -174,6 +191,7 @@ def fig_times(m: dict):
 FIGURES = [("funnel", "Funnel", fig_funnel), ("removals", "Removal reasons", fig_removals),
            ("languages", "Language mix per phase", fig_languages),
            ("scores", "Score distributions", fig_scores),
+           ("annotators", "Annotators", fig_annotators),
            ("budgets", "Budgets", fig_budgets), ("times", "Wall time per stage", fig_times)]
 
 

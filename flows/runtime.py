@@ -204,6 +204,13 @@ class Run:
     def _marker(self, name: str) -> str:
         return self.path(f"_stages/{name}/_SUCCESS")
 
+    def marker(self, name: str) -> dict | None:
+        """A finished stage's marker (config hash, seconds, info, finish time), or None."""
+        try:
+            return json.loads(storage.read_bytes(self.fs, self._marker(name)))
+        except (FileNotFoundError, OSError, ValueError):
+            return None
+
     def stage_done(self, name: str) -> bool:
         try:
             info = json.loads(storage.read_bytes(self.fs, self._marker(name)))

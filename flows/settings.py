@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from flows.config import SettingsError, build, check_resources
+from operators.annotators import AnnotatorSpec
 from operators.languages import validate_languages
 from operators.llm import EngineConfig
 from operators.mixture import MixtureSettings
@@ -174,6 +175,16 @@ class Phase2Settings:
     #: the head: a JSON file from flows/train_annotator.py (local or s3://), or
     #: ``packaged:demo`` = the embedded demonstration head (trained once, cached)
     head: str = "packaged:demo"
+    #: the annotators (operators.annotators): our head, Hugging Face sequence classifiers
+    #: (per language where given), phase 1's lint score; each writes ``score_<name>``
+    annotators: list[AnnotatorSpec] = dataclasses.field(
+        default_factory=lambda: [AnnotatorSpec(name="head", kind="head")])
+    #: the annotators' weights in ``quality`` per language, ``*`` for the others
+    #: (``{"*": {"head": 1}, "Python": {"head": 0.5, "edu": 0.5}}``); empty: equal weights
+    combine: dict = dataclasses.field(default_factory=dict)
+    #: a run whose annotators are those of the stored scores (``scores/phase2/``) reads
+    #: them instead of scoring again: new budgets or weights re-select without a model
+    reuse_scores: bool = True
     #: the budget as a share of phase-1 tokens (the paper: 12.5B of ~400B), or absolute
     budget_ratio: float = 12.5 / 400
     budget_tokens: int | None = None
@@ -202,6 +213,15 @@ class Phase2Settings:
     def __post_init__(self):
         if not 0.0 < self.budget_ratio <= 1.0:
             raise SettingsError("phase2.budget_ratio must be in (0, 1]")
+        names = [a.name for a in self.annotators]
+        if not names or len(set(names)) != len(names):
+            raise SettingsError("phase2.annotators: at least one, names unique")
+        for lang, weights in self.combine.items():
+            if not isinstance(weights, dict) or not weights or set(weights) - set(names) or \
+                    any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0
+                        for w in weights.values()):
+                raise SettingsError(f"phase2.combine.{lang}: a mapping of annotator names "
+                                    f"({names}) to weights >= 0")
         if self.threads is not None and self.threads < 1:
             raise SettingsError("phase2.threads must be >= 1")
         if self.precision not in ("auto", "fp32", "bf16"):

@@ -92,14 +92,19 @@ def partitioned(ds: ray.data.Dataset, key_cols: list[str], n_parts: int, fn,
                         batch_format="pyarrow"))
 
 
-def _anti_join_partition(t: pa.Table) -> pa.Table:
-    """In one id partition: the rows (side 0) minus the ids of side 1."""
+def _anti_join_partition(t: pa.Table, attach: tuple = ()) -> pa.Table:
+    """In one id partition: the rows (side 0) minus the ids of side 1, with the columns
+    ``attach`` taken from side 2's row of the same id (null where there is none)."""
     import pyarrow.compute as pc
 
     side = t.column("_side")
     gone = t.filter(pc.equal(side, 1)).column("id").combine_chunks()
     rows = t.filter(pc.equal(side, 0)).drop_columns(["_side"])
-    return rows.filter(pc.invert(pc.is_in(rows.column("id"), gone)))
+    rows = rows.filter(pc.invert(pc.is_in(rows.column("id"), gone)))
+    if not attach:
+        return rows
+    extra = t.filter(pc.equal(side, 2)).select(["id", *attach])
+    return rows.drop_columns(list(attach)).join(extra, "id", join_type="left outer")
 
 
 def _with_side(t: pa.Table, side: int, schema: pa.Schema) -> pa.Table:
@@ -110,14 +115,23 @@ def _with_side(t: pa.Table, side: int, schema: pa.Schema) -> pa.Table:
 
 
 def anti_join(rows: ray.data.Dataset, gone: list[ray.data.Dataset], schema: pa.Schema,
-              n_parts: int, batch_rows: int = KEY_BLOCK_ROWS) -> ray.data.Dataset:
+              n_parts: int, batch_rows: int = KEY_BLOCK_ROWS,
+              attach: tuple[ray.data.Dataset, pa.Schema] | None = None) -> ray.data.Dataset:
     """``rows`` (conformed to ``schema``) without the ids in any of ``gone``: one shuffle
     partitioned by id, so neither side is ever collected. ``batch_rows``: rows per
-    bundled block (:func:`block_rows` when ``rows`` carry content)."""
-    full = pa.schema(list(schema) + [pa.field("_side", pa.int8())])
+    bundled block (:func:`block_rows` when ``rows`` carry content). ``attach``: a dataset
+    of ``id`` and more columns (its schema) joined onto the rows by id in the same shuffle
+    (stored per-file attributes such as phase 2's scores)."""
+    extra = [f for f in attach[1] if f.name != "id"] if attach else []
+    full = pa.schema(list(schema) + extra + [pa.field("_side", pa.int8())])
     parts = [rows.map_batches(_with_side, fn_kwargs={"side": 0, "schema": full},
                               batch_format="pyarrow")]
     parts += [g.map_batches(_with_side, fn_kwargs={"side": 1, "schema": full},
                             batch_format="pyarrow") for g in gone]
+    if attach:
+        parts.append(attach[0].map_batches(_with_side, fn_kwargs={"side": 2, "schema": full},
+                                           batch_format="pyarrow"))
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    return partitioned(ds, ["id"], n_parts, _anti_join_partition, batch_rows=batch_rows)
+    return partitioned(ds, ["id"], n_parts, _anti_join_partition,
+                       fn_kwargs={"attach": tuple(f.name for f in extra)},
+                       batch_rows=batch_rows)

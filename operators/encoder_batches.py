@@ -23,6 +23,19 @@ def length_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
     return batches
 
 
+def padded(chunks: list[list[int]], part: list[int], pad: int):
+    """(ids, attention mask) tensors of the chunks at ``part``, padded to the longest."""
+    import torch
+
+    width = max(len(chunks[i]) for i in part)
+    ids = torch.full((len(part), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(part), width), dtype=torch.long)
+    for row, i in enumerate(part):
+        ids[row, :len(chunks[i])] = torch.tensor(chunks[i])
+        mask[row, :len(chunks[i])] = 1
+    return ids, mask
+
+
 def embed_chunks(model, chunks: list[list[int]], *, pad: int, batch_tokens: int, device,
                  pooling: str = "cls", normalise: bool = False,
                  autocast: bool = False) -> np.ndarray:
@@ -36,12 +49,7 @@ def embed_chunks(model, chunks: list[list[int]], *, pad: int, batch_tokens: int,
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
                                                 enabled=autocast):
         for part in length_batches([len(c) for c in chunks], batch_tokens):
-            width = max(len(chunks[i]) for i in part)
-            ids = torch.full((len(part), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(part), width), dtype=torch.long)
-            for row, i in enumerate(part):
-                ids[row, :len(chunks[i])] = torch.tensor(chunks[i])
-                mask[row, :len(chunks[i])] = 1
+            ids, mask = padded(chunks, part, pad)
             ids, mask = ids.to(device), mask.to(device)
             hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
             if pooling == "mean":

@@ -26,6 +26,7 @@ import time
 import pyarrow as pa
 
 from operators.chain import FIRST_STEP_FIELDS, has_next_step, next_step
+from operators.reaper import reap_children_on_exit
 from operators.schema import put_column
 from operators.tokens import CACHE_DIR, publish_dir, smollm2_gguf
 
@@ -162,6 +163,8 @@ class VLLMGenerator:
         self.llm = LLM(**self.engine.llm_kwargs(self.path))
         self.tokenizer = self.llm.get_tokenizer()
         self.load_seconds = time.time() - t
+        # the engine core and its workers die with this actor, even by SIGKILL
+        self._reaper = reap_children_on_exit()
 
     def _prompt_tokens(self, messages: list) -> int:
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,

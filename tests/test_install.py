@@ -3,6 +3,7 @@ CI running that same command."""
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -60,6 +61,11 @@ def test_readme_first_command_is_one_line_and_ci_runs_it():
     assert "pip install --no-deps -r requirements.lock -e ." in first
     assert first.endswith(" && python flows/arctic.py")
     assert second == "python -m pytest -q tests"
+    # the lint score's JavaScript/TypeScript linter from npm, at the version the lock holds
+    assert " && npm ci " in first
+    pinned = json.loads((ROOT / "package.json").read_text())["devDependencies"]["oxlint"]
+    lock = json.loads((ROOT / "package-lock.json").read_text())["packages"]
+    assert lock["node_modules/oxlint"]["version"] == pinned
     ci = (ROOT / ".ci" / "run").read_text()
     # CI takes both commands from the README (the first less its last step) in a fresh venv
     assert "sed -n '/^```bash$/{n;p;q}' README.md" in ci and "rm -rf .venv" in ci

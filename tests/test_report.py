@@ -31,12 +31,13 @@ def test_report_renders_in_headless_chromium(embedded_run, tmp_path):
     page = (out / "report.html").as_uri()
     dom = chromium(tmp_path, "--dump-dom", page).stdout
     for section in ("Funnel", "Removal reasons", "Language mix per phase",
-                    "Score distributions", "Budgets", "Wall time per stage", "Mixture"):
+                    "Score distributions", "Annotators", "Budgets", "Wall time per stage",
+                    "Mixture"):
         assert f">{section}</h2>" in dom, section
     # numbers from the manifest, as the page shows them
     assert f"{manifest['phase1']['input_rows']:,}" in dom
     assert f"{manifest['mixture']['tokens']:,}" in dom
-    assert dom.count("data:image/png;base64,") == 6  # self-contained: plots inline
+    assert dom.count("data:image/png;base64,") == 7  # self-contained: plots inline
     assert "http://" not in dom and "https://" not in dom  # nothing fetched from outside
     shot = tmp_path / "report.png"
     res = chromium(tmp_path, "--window-size=1200,2600", f"--screenshot={shot}", page)
@@ -47,6 +48,7 @@ def test_report_renders_in_headless_chromium(embedded_run, tmp_path):
     assert (sat > 80).mean() > 0.03
     # and the markdown twin links the same plots, which exist
     md = (out / "report.md").read_text()
-    for name in ("funnel", "removals", "languages", "scores", "budgets", "times"):
+    for name in ("funnel", "removals", "languages", "scores", "annotators", "budgets",
+                 "times"):
         assert f"(report_files/{name}.png)" in md and (out / "report_files" / f"{name}.png"
                                                         ).stat().st_size > 1000
