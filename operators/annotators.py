@@ -183,15 +183,17 @@ class MultiScorer:
         live = (live_mask(table).to_numpy(zero_copy_only=False)
                 if "removed_stage" in table.column_names else np.ones(table.num_rows, bool))
         idx = np.flatnonzero(live)
-        content = table.column("content").take(pa.array(idx)).to_pylist()
-        langs = table.column("lang").take(pa.array(idx)).to_pylist()
+        content = langs = None
+        if len(idx) and any(s.kind == "hf" for s in self.specs):
+            content = [c or "" for c in table.column("content").take(pa.array(idx)).to_pylist()]
+            langs = table.column("lang").take(pa.array(idx)).to_pylist()
         for s in self.specs:
             v = np.full(table.num_rows, np.nan)
             if s.kind == "head":
                 q = self.scorers[s.name](table).column("quality")
                 v = q.to_numpy(zero_copy_only=False).astype(np.float64)
-            elif s.kind == "hf" and len(idx):
-                v[idx] = self.scorers[s.name].score([c or "" for c in content], langs)
+            elif s.kind == "hf" and content is not None:
+                v[idx] = self.scorers[s.name].score(content, langs)
             elif s.kind == "lint" and "score_lint" in table.column_names:
                 v = table.column("score_lint").to_numpy(zero_copy_only=False).astype(float)
             v[~live] = np.nan
