@@ -2,9 +2,11 @@
 token budget, repeat for the epochs, regroup by repository.
 
 1. ``score``  the phase-1 files (live rows of ``_work/clean`` minus the dedup removals, one
-   anti-join shuffle by id) through :class:`operators.annotate.QualityScorer` on an actor
-   pool (GPU actors on a cluster, CPU actors embedded) → ``_work/scored/`` with a
-   ``quality`` column.
+   anti-join shuffle by id) through the configured annotators
+   (:class:`operators.annotators.MultiScorer`) on an actor pool (GPU actors on a cluster,
+   CPU actors embedded) → ``_work/scored/`` with a ``score_<name>`` column each and their
+   combined ``quality``; the scores alone → ``scores/phase2/``. A run with the stored
+   scores' annotators and phase-1 output joins them back by id instead of scoring.
 2. ``select``  per-language thresholds from score histograms merged across blocks and
    refined around the budget (:mod:`operators.select`), a streaming filter, ``epochs``
    copies with an ``epoch`` column, grouped by (language, repository, epoch) into
