@@ -31,12 +31,20 @@ def mixture_lines(mix: dict) -> list[str]:
     lines = [f"{'mixture':<10}{'source':<14}{'rows':>8}{'tokens':>12}{'share':>8}"
              f"{'shards':>8}"]
     for phase, p in mix["phases"].items():
+        name = "cooldown" if phase == "cooldown" else f"phase {phase}"
         for i, (src, v) in enumerate(p["sources"].items()):
-            lines.append(f"{'phase ' + phase if i == 0 else '':<10}{src:<14}{v['rows']:>8}"
+            lines.append(f"{name if i == 0 else '':<10}{src:<14}{v['rows']:>8}"
                          f"{v['tokens']:>12}{v['tokens'] / (p['tokens'] or 1):>8.1%}"
                          f"{p['n_shards'] if i == 0 else '':>8}")
     lines.append(f"{'total':<24}{mix['rows']:>8}{mix['tokens']:>12}  phases "
                  + " / ".join(f"{k}: {v:.1%}" for k, v in mix["phase_shares"].items()))
+    tk = mix.get("tokenized")
+    if tk:
+        per = {f: sum(p.get("tokenized", {}).get(f, {}).get("files", 0)
+                      for p in mix["phases"].values()) for f in tk["formats"]}
+        lines.append(f"token files: {', '.join(f'{f} {n}' for f, n in per.items())} "
+                     f"({tk['tokenizer']}, {tk['dtype'][tk['formats'][0]]}, "
+                     f"{tk['eod_token']} after each document) under mixture/tokenized/")
     return lines
 
 

@@ -5,8 +5,10 @@ to the driver) → repeat factors (:func:`operators.mixture.plan_phase`) → the
 from the expected bytes → every component's documents expanded into mixture rows with a
 shard and a seeded order key (a streaming map) → one shuffle by shard → each group written
 as one Parquet file by the worker that holds it, returning its path, rows, tokens, bytes
-and sha256. The driver receives one small row per shard; a shard (~512 MB) is the most any
-worker holds.
+and sha256 (and, with ``mixture.tokenized``, the shard's documents as Megatron and
+DataTrove/nanotron token files, :mod:`operators.tokenized`). The driver receives one small
+row per shard; a shard (~512 MB) is the most any worker holds. The manifest gets each
+phase's sampling weights (per source, per token file) and the training schedule.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from flows.manifest import grouped_sums
 from flows.phases import MissingPhaseInput
 from flows.runtime import Run
 from operators import storage
-from operators.mixture import (breakdown, expand, merge_breakdowns, plan_phase, sha256,
-                               shard_bytes, shard_count, shard_name)
+from operators.mixture import (PHASES, breakdown, expand, merge_breakdowns, phase_dir,
+                               phase_number, plan_phase, sha256, shard_bytes, shard_count,
+                               shard_name)
 from operators.schema import DOC_SCHEMA
+from operators.tokenized import vocabulary, write_shard
 
 DOC_COLS = ["doc_id", "text", "lang", "repo", "n_tokens", "epoch", "quality"]
 
@@ -67,22 +71,27 @@ def bytes_per_token(run: Run, rel: str, tokens: int) -> float:
     return sum(int(r["bytes"]) for r in sizes.iter_rows()) / tokens
 
 
-def _write_shard(group: pa.Table, *, fs, root: str, phase: int, n_shards: int,
-                 row_group_bytes: int, compression: str, level: int) -> pa.Table:
+def _write_shard(group: pa.Table, *, fs, root: str, phase: str, n_shards: int,
+                 row_group_bytes: int, compression: str, level: int, tokenized,
+                 vocab) -> pa.Table:
     maybe_die("mixture")
     shard = int(group.column("_shard")[0].as_py())
     data, rows = shard_bytes(group, row_group_bytes, compression, level)
     rel = shard_name(phase, shard, n_shards)
     storage.write_bytes(fs, f"{root}/{rel}", data)
     md = pq.ParquetFile(pa.BufferReader(data)).metadata
+    files = {}
+    if vocab is not None:  # the same documents, in the same order, as token files
+        files = write_shard(rows.column("text"), fs=fs, root=root, phase_dir=phase_dir(phase),
+                            shard=shard, n_shards=n_shards, settings=tokenized, vocab=vocab)
     return pa.table({
-        "phase": [phase], "shard": [shard], "path": [rel], "rows": [rows.num_rows],
-        "tokens": [int(pc.sum(rows.column("n_tokens")).as_py() or 0)],
+        "phase": [phase_number(phase)], "shard": [shard], "path": [rel],
+        "rows": [rows.num_rows], "tokens": [int(pc.sum(rows.column("n_tokens")).as_py() or 0)],
         "bytes": [len(data)], "row_groups": [md.num_row_groups], "sha256": [sha256(data)],
-        "breakdown": [json.dumps(breakdown(rows))]})
+        "breakdown": [json.dumps(breakdown(rows))], "tokenized": [json.dumps(files)]})
 
 
-def mix_phase(run: Run, phase: str) -> dict:
+def mix_phase(run: Run, phase: str, vocab=None) -> dict:
     m = run.settings.mixture
     comps = m.components(phase)
     for c in comps:
@@ -112,19 +121,22 @@ def mix_phase(run: Run, phase: str) -> dict:
     for c, plan in zip(comps, plans):
         docs = run.read(c.input, columns=DOC_COLS, schema=DOC_SCHEMA)
         parts.append(docs.map_batches(expand, batch_format="pyarrow", fn_kwargs={
-            "phase": int(phase), "source": c.source, "factors": plan["languages"],
+            "phase": phase_number(phase), "source": c.source, "factors": plan["languages"],
             "first_epoch_only": c.first_epoch_only, "n_shards": n_shards,
             "seed": run.settings.seed}))
     rows = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     written = rows.groupby("_shard", num_partitions=min(n_shards, 1024)).map_groups(
         _write_shard, batch_format="pyarrow", fn_kwargs={
-            "fs": run.fs, "root": run.root, "phase": int(phase), "n_shards": n_shards,
+            "fs": run.fs, "root": run.root, "phase": phase, "n_shards": n_shards,
             "row_group_bytes": m.row_group_bytes, "compression": m.compression,
-            "level": m.compression_level})
+            "level": m.compression_level, "tokenized": m.tokenized, "vocab": vocab})
     shards = sorted(written.take_all(), key=lambda r: r["shard"])
     totals = merge_breakdowns([json.loads(s["breakdown"]) for s in shards])
     planned = sum(p["tokens"] for p in plans)
-    return {
+    listed = [{k: s[k] for k in ("path", "rows", "tokens", "bytes", "row_groups", "sha256")}
+              | ({"tokenized": json.loads(s["tokenized"])} if vocab is not None else {})
+              for s in shards]
+    out = {
         **totals,
         "planned_tokens": round(planned),
         "plan_error": round(totals["tokens"] / planned - 1, 6) if planned else None,
@@ -135,9 +147,48 @@ def mix_phase(run: Run, phase: str) -> dict:
         "n_shards": n_shards,
         "bytes": sum(s["bytes"] for s in shards),
         "text_bytes_expected": round(expected),
-        "shards": [{k: s[k] for k in ("path", "rows", "tokens", "bytes", "row_groups",
-                                       "sha256")} for s in shards],
+        "shards": listed,
     }
+    if vocab is not None:
+        out["tokenized"] = tokenized_totals(listed)
+    out["sampling"] = sampling(run, out)
+    return out
+
+
+def tokenized_totals(shards: list[dict]) -> dict:
+    """Per format: files, documents and tokens (end-of-document tokens included)."""
+    out = {}
+    for s in shards:
+        for fmt, files in s["tokenized"].items():
+            d = out.setdefault(fmt, {"files": 0, "documents": 0, "tokens": 0})
+            d["files"] += len(files)
+            d["documents"] += sum(f["documents"] for f in files)
+            d["tokens"] += sum(f["tokens"] for f in files)
+            # the text's own tokens: the end-of-document token is one per document
+            d["content_tokens"] = d["tokens"] - d["documents"]
+    return out
+
+
+def sampling(run: Run, phase: dict) -> dict:
+    """What a trainer needs to sample a mixture phase as planned: each source's share of
+    its tokens, and per token format the files' weights (their share of the tokens, as
+    Megatron's ``--data-path W PREFIX ...`` and nanotron's dataset folders take them). The
+    repeats are already in the files, so uniform sampling by tokens gives the plan."""
+    total = phase["tokens"]
+    out = {"sources": {k: round(v["tokens"] / total, 6) if total else 0.0
+                       for k, v in phase["sources"].items()}}
+    files = {}
+    for s in phase["shards"]:
+        for fmt, fs in s.get("tokenized", {}).items():
+            files.setdefault(fmt, []).extend(fs)
+    if "megatron" in files:
+        n = sum(f["tokens"] for f in files["megatron"]) or 1
+        out["megatron_data_path"] = [x for f in files["megatron"]
+                                     for x in (round(f["tokens"] / n, 9), run.uri(f["name"]))]
+    if "datatrove" in files:
+        folder = files["datatrove"][0]["name"].rsplit("/", 1)[0]
+        out["datatrove_folder"] = run.uri(folder)
+    return out
 
 
 def _producer(rel: str) -> str:
@@ -147,12 +198,31 @@ def _producer(rel: str) -> str:
 
 def mixture_stage(run: Run) -> dict:
     m = run.settings.mixture
+    vocab = None
+    if m.tokenized.formats:  # resolved once, before anything is written
+        vocab = vocabulary(m.tokenized.tokenizer or run.settings.tokenizer,
+                           m.tokenized.eod_token, run.settings.s3)
     storage.remove_dir(run.fs, run.path("mixture"))
     phases = {}
-    for phase in m.include:
-        phases[phase] = mix_phase(run, phase)
+    for phase in sorted(m.include, key=PHASES.index):  # training order
+        phases[phase] = mix_phase(run, phase, vocab)
     total = sum(p["tokens"] for p in phases.values())
+    done = 0
+    schedule = []
+    for p, v in phases.items():
+        schedule.append({"phase": p, "phase_value": phase_number(p), "tokens": v["tokens"],
+                         "fraction": round(v["tokens"] / total, 6) if total else 0.0,
+                         "starts_at": round(done / total, 6) if total else 0.0})
+        done += v["tokens"]
+    extra = {}
+    if vocab is not None:
+        extra["tokenized"] = {**vocab.public(), "formats": list(m.tokenized.formats),
+                              "max_file_tokens": m.tokenized.max_file_tokens,
+                              # then every file's tokens are its rows' n_tokens + 1 each
+                              "counts_n_tokens": vocab.spec == run.settings.tokenizer}
     return {
+        **extra,
+        "schedule": schedule,
         "tokens": total, "rows": sum(p["rows"] for p in phases.values()),
         "bytes": sum(p["bytes"] for p in phases.values()),
         "phase_tokens": {p: v["tokens"] for p, v in phases.items()},

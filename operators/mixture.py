@@ -14,6 +14,15 @@ whatever the flow produced:
 - phase 3: the synthetic files (~2B of 5B) plus 1.5× their tokens of first-epoch phase-2
   documents (the other ~3B).
 
+A fourth, ``cooldown``, is there to add to ``include`` (it is not in the paper): the last
+phase of training on the best data, which "To Code or Not To Code" (Cohere, 2024) found
+worth a phase of its own. By default it is the synthetic files once and first-epoch phase-2
+documents for half of its tokens; its rows carry ``phase`` 4 and its shards go to
+``mixture/cooldown/``.
+
+``mixture.tokenized`` writes each shard's documents as Megatron and DataTrove/nanotron
+token files as well (:mod:`operators.tokenized`).
+
 Everything here is arithmetic on per-language token counts (driver side, a few numbers per
 language) and per-batch table transforms (workers); :mod:`flows.mixture` wires them into
 Ray Data.
@@ -31,6 +40,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
+from operators.tokenized import TokenizedSettings
+
 MIXTURE_SCHEMA = pa.schema([
     pa.field("text", pa.large_string()),
     pa.field("phase", pa.int8()),
@@ -45,6 +56,8 @@ MIXTURE_SCHEMA = pa.schema([
 ])
 
 SOURCES = ("raw", "high_quality", "synthetic")
+#: mixture phases in training order; ``cooldown`` is phase 4 in the ``phase`` column
+PHASES = ("1", "2", "3", "cooldown")
 INPUTS = ("phase1", "phase2", "phase3")
 
 
@@ -101,16 +114,34 @@ def _default_phase3():
             Component("high_quality", "phase2", first_epoch_only=True, share=0.6)]
 
 
+def _default_cooldown():
+    return [Component("synthetic", "phase3", repeats=1.0),
+            Component("high_quality", "phase2", first_epoch_only=True, share=0.5)]
+
+
+def phase_number(phase: str) -> int:
+    """The ``phase`` column's value of a mixture phase."""
+    return 4 if phase == "cooldown" else int(phase)
+
+
+def phase_dir(phase: str) -> str:
+    return "cooldown" if phase == "cooldown" else f"phase{phase}"
+
+
 @dataclasses.dataclass
 class MixtureSettings:
     """The mixture written after the phases (``--phases mix``); see :mod:`operators.mixture`.
     Defaults: the paper's phases (500B/400B unique; 12.5B × 4; 5B with ~2B synthetic)."""
 
-    #: mixture phases to write (a phase whose input is missing stops the run, exit 4)
+    #: mixture phases to write, in training order: 1, 2, 3 and cooldown (a phase whose
+    #: input is missing stops the run, exit 4)
     include: list[str] = dataclasses.field(default_factory=lambda: ["1", "2", "3"])
     phase1: list[Component] = dataclasses.field(default_factory=_default_phase1)
     phase2: list[Component] = dataclasses.field(default_factory=_default_phase2)
     phase3: list[Component] = dataclasses.field(default_factory=_default_phase3)
+    cooldown: list[Component] = dataclasses.field(default_factory=_default_cooldown)
+    #: token files beside the Parquet shards, for Megatron and nanotron
+    tokenized: TokenizedSettings = dataclasses.field(default_factory=TokenizedSettings)
     #: target size of a shard on disk (the paper's training reads ~512 MB shards)
     shard_bytes: int = 512 * 1024 * 1024
     #: uncompressed text per row group (readers stream a row group at a time)
@@ -123,19 +154,22 @@ class MixtureSettings:
     compressed_ratio: float = 0.2
 
     def __post_init__(self):
-        bad = [p for p in self.include if str(p) not in ("1", "2", "3")]
+        bad = [p for p in self.include if str(p) not in PHASES]
         if bad:
-            raise ValueError(f"include: unknown mixture phases {bad}; choose from 1, 2, 3")
+            raise ValueError(f"include: unknown mixture phases {bad}; choose from "
+                             f"{', '.join(PHASES)}")
         self.include = [str(p) for p in self.include]
+        if len(set(self.include)) != len(self.include):
+            raise ValueError(f"include: {self.include} names a phase twice")
         for p in self.include:
             comps = self.components(p)
             if not comps:
-                raise ValueError(f"phase{p}: an included mixture phase needs a component")
+                raise ValueError(f"{phase_dir(p)}: an included mixture phase needs a component")
             if all(c.share is not None for c in comps):
-                raise ValueError(f"phase{p}: at least one component must set repeats or "
+                raise ValueError(f"{phase_dir(p)}: at least one component must set repeats or "
                                  "tokens (shares are relative to the others)")
             if sum(c.share or 0.0 for c in comps) >= 1.0:
-                raise ValueError(f"phase{p}: the components' shares must add up to < 1")
+                raise ValueError(f"{phase_dir(p)}: the components' shares must add up to < 1")
         if self.shard_bytes < 1024 or self.row_group_bytes < 1024:
             raise ValueError("shard_bytes and row_group_bytes must be >= 1024")
         if not 0.0 < self.compressed_ratio <= 1.5:
@@ -144,7 +178,7 @@ class MixtureSettings:
             raise ValueError(f"unknown compression {self.compression!r}")
 
     def components(self, phase: str) -> list[Component]:
-        return getattr(self, f"phase{phase}")
+        return getattr(self, phase_dir(phase))
 
 
 # -- planning (driver side: per-language token counts only) ---------------------------------
@@ -301,8 +335,8 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def shard_name(phase: int, shard: int, n_shards: int) -> str:
-    return f"mixture/phase{phase}/part-{shard:05d}-of-{n_shards:05d}.parquet"
+def shard_name(phase: str, shard: int, n_shards: int) -> str:
+    return f"mixture/{phase_dir(phase)}/part-{shard:05d}-of-{n_shards:05d}.parquet"
 
 
 def breakdown(rows: pa.Table) -> list[dict]:

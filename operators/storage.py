@@ -109,6 +109,41 @@ def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
             f.write(data)
 
 
+class StreamOut:
+    """A file written in pieces, its size and sha256 kept as it goes; it appears under its
+    name only when closed without an error (local: temp + rename; S3: the multipart upload
+    completes on close)."""
+
+    def __init__(self, fs: pafs.FileSystem, path: str):
+        import hashlib
+
+        local = isinstance(fs, pafs.LocalFileSystem)
+        ensure_dir(fs, os.path.dirname(path) if local else posixpath.dirname(path))
+        self.fs, self.path, self.local = fs, path, local
+        self.tmp = f"{path}.tmp{os.getpid()}" if local else path
+        self.f = fs.open_output_stream(self.tmp)
+        self.digest = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data) -> None:
+        self.f.write(data)
+        self.digest.update(data)
+        self.bytes += len(data)
+
+    def close(self) -> dict:
+        self.f.close()
+        if self.local:
+            os.replace(self.tmp, self.path)
+        return {"bytes": self.bytes, "sha256": self.digest.hexdigest()}
+
+    def abort(self) -> None:
+        try:
+            self.f.close()
+        finally:
+            if self.local and os.path.exists(self.tmp):
+                os.remove(self.tmp)
+
+
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
     with fs.open_input_stream(path) as f:
         return f.read()
