@@ -89,6 +89,25 @@ def mixture_table(m: dict) -> tuple[list[str], list[list]]:
     return head, rows
 
 
+def schedule_table(m: dict) -> tuple[list[str], list[list]]:
+    """The mixture phases in training order: where each starts, its share of the tokens,
+    its sources' sampling weights and its token files (documents, tokens with the
+    end-of-document ones)."""
+    mix = m.get("mixture") or {}
+    fmts = (mix.get("tokenized") or {}).get("formats") or []
+    head = ["phase", "starts at", "share of training", "tokens", "sources"] + [
+        f"{f} files / documents / tokens" for f in fmts]
+    rows = []
+    for s in mix.get("schedule") or []:
+        v = mix["phases"][s["phase"]]
+        tk = v.get("tokenized") or {}
+        rows.append([s["phase"], f"{s['starts_at']:.1%}", f"{s['fraction']:.1%}", s["tokens"],
+                     ", ".join(f"{k} {w:.0%}" for k, w in v["sampling"]["sources"].items())]
+                    + [f"{tk[f]['files']} / {tk[f]['documents']:,} / {tk[f]['tokens']:,}"
+                       if f in tk else "-" for f in fmts])
+    return head, rows
+
+
 def mixture_language_table(m: dict) -> tuple[list[str], list[list]]:
     phases = m.get("mixture", {}).get("phases") or {}
     langs = sorted({k for v in phases.values() for k in v["languages"]})
@@ -133,5 +152,6 @@ def tables(m: dict) -> list[tuple[str, list[str], list[list]]]:
             [list(r) for r in budget_rows(m)]),
            ("Mixture", *mixture_table(m)),
            ("Mixture by language", *mixture_language_table(m)),
+           ("Training schedule and token files", *schedule_table(m)),
            ("Plan against the run", *plan_table(m))]
     return [t for t in out if t[2]]
