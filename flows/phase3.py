@@ -42,6 +42,7 @@ from flows.runtime import Run
 from flows.shuffle import (KEY_BLOCK_ROWS, anti_join, block_rows, partition_count, partitioned,
                            rows_and_bytes)
 from operators.dedup import choose_representatives
+from operators.judge import STAGE as JUDGE_STAGE, apply_verdicts
 from operators.schema import DOC_SCHEMA, FILE_SCHEMA, LEDGER_SCHEMA, conform, \
     put_column, tombstones_to_ledger
 from operators.select import histogram, merge_histograms, select, thresholds
@@ -108,6 +109,10 @@ def build_validator(run: Run) -> SynthValidator:
                           redactor=p1.redaction if p1.redaction.enabled else None, ops=ops)
 
 
+def _verdicts(t: pa.Table, d) -> pa.Table:
+    return apply_verdicts(t, d, d.rules())
+
+
 def _flat_counts(b: pa.Table) -> pa.Table:
     for name, fill in (("removed_stage", "kept"), ("output_tokens", 0),
                        ("first_output_tokens", 0)):
@@ -129,6 +134,9 @@ def generate_wave(run: Run, wave: int, plan: dict[str, int], seed_files: dict[st
     answers = rewrite.answers(run, requests, wave)
     checked = answers.map_batches(_apply, fn_kwargs={"op": build_validator(run)},
                                   batch_format="pyarrow")
+    if p3.discriminator.enabled:  # after validation: the judge's own removals
+        checked = checked.map_batches(_verdicts, fn_kwargs={"d": p3.discriminator},
+                                      batch_format="pyarrow")
     t = time.time()
     run.write(checked, f"_work/synth/w{wave:03d}")
     seconds = time.time() - t
@@ -288,8 +296,8 @@ def _clear_unfinished(run: Run) -> None:
     from operators import storage
 
     if not run.settings.resume:
-        for rel in ["_work/synth", "_work/synth_step1", "_work/synth_nodes",
-                    "_work/synth_near"] + [
+        for rel in ["_work/synth", "_work/synth_step1", "_work/synth_judge",
+                    "_work/synth_nodes", "_work/synth_near"] + [
                 f"removed/{d}" for d in DEDUP + ["synth_budget", "synth_rejected"]]:
             storage.remove_dir(run.fs, run.path(rel))
         return
@@ -352,7 +360,7 @@ def run_phase3(run: Run) -> dict:
     for r in counts["docs"]:
         templates[r["template"]] = templates.get(r["template"], 0) + r["count()"]
     rejected = sum(v for st, reasons in counts["removed"].items()
-                   if st not in DEDUP + ["synth_budget"] for v in reasons.values())
+                   if st not in DEDUP + ["synth_budget", JUDGE_STAGE] for v in reasons.values())
     gen_s = sum(w["seconds"] for w in waves)
     out_tok = sum(w["output_tokens"] for w in waves)
     return {
@@ -376,4 +384,6 @@ def run_phase3(run: Run) -> dict:
                              "share": round(got.get(lang, 0) / selected, 6) if selected else 0}
                       for lang in sorted(set(targets) | set(got))},
         "templates": templates,
+        **({"discriminator": rewrite.discriminator_stats(run)}
+           if p3.discriminator.enabled else {}),
         "removed": counts["removed"], "conservation": counts["conservation"]}

@@ -89,6 +89,30 @@ def mixture_table(m: dict) -> tuple[list[str], list[list]]:
     return head, rows
 
 
+def discriminator_table(m: dict) -> tuple[list[str], list[list]]:
+    """Phase 3's judge: verdicts and acceptance per template and per language, the rules
+    answers failed, and the judge against validation."""
+    d = (m.get("phase3") or {}).get("discriminator")
+    head = ["by", "judged", "pass", "fail", "unclear", "acceptance"]
+    if not d:
+        return head, []
+
+    def row(name, v):
+        return [name, v["judged"], v["pass"], v["fail"], v["unclear"],
+                "-" if v["acceptance_rate"] is None else f"{v['acceptance_rate']:.1%}"]
+
+    rows = [row("all", d)]
+    rows += [row(f"template {k}", v) for k, v in d["templates"].items()]
+    rows += [row(f"language {k}", v) for k, v in d["languages"].items()]
+    a = d["against_validation"]
+    rows.append(["failed rules", ", ".join(f"{k} {v}" for k, v in d["failed_by_rule"].items())
+                 or "-", "", "", "", ""])
+    rows.append(["against validation", f"valid: {a['valid_pass']} pass / {a['valid_fail']} "
+                 f"fail; invalid: {a['invalid_pass']} pass / {a['invalid_fail']} fail", "", "",
+                 "", ""])
+    return head, rows
+
+
 def schedule_table(m: dict) -> tuple[list[str], list[list]]:
     """The mixture phases in training order: where each starts, its share of the tokens,
     its sources' sampling weights and its token files (documents, tokens with the
@@ -150,6 +174,7 @@ def tables(m: dict) -> list[tuple[str, list[str], list[list]]]:
             [list(r) for r in removal_rows(m)]),
            ("Budgets", ["phase", "language", "budget", "selected"],
             [list(r) for r in budget_rows(m)]),
+           ("Discriminator", *discriminator_table(m)),
            ("Mixture", *mixture_table(m)),
            ("Mixture by language", *mixture_language_table(m)),
            ("Training schedule and token files", *schedule_table(m)),

@@ -9,6 +9,11 @@
   are written to ``_work/synth_step1/w<k>/``; the rows :func:`operators.chain.next_step`
   leaves pending go through a second processor, the others (one step, or lost at step 1)
   pass by it.
+
+With ``phase3.discriminator`` on, every answer is then judged (:mod:`operators.judge`): the
+actor runs the judging step in the same call; Ray Data LLM writes the answers with their
+judging requests to ``_work/synth_judge/w<k>/`` and sends the rows to judge through one
+more processor.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ import ray.data
 from flows.faults import maybe_die
 from flows.runtime import Run, actor_resources
 from operators.chain import next_step
+from flows.manifest import grouped_sums
+from operators.judge import STAGE as JUDGE_STAGE, from_judge, summarize, to_judge
 from operators.llm import VLLMGenerator, with_first_step
 from operators.prompt_builder import REQUEST_SCHEMA
-from operators.synth import FIRST_STEP_FIELDS
+from operators.synth import FIRST_STEP_FIELDS, SYNTH_SCHEMA
 
 
 class Generator(VLLMGenerator):
@@ -43,6 +50,11 @@ def _where(t: pa.Table, pending: bool) -> pa.Table:
     return t.filter(keep).drop_columns(["pending"])
 
 
+def _to_judge(t: pa.Table, discriminator) -> pa.Table:
+    t, pending = to_judge(t, discriminator, discriminator.rules())
+    return t.append_column("pending", pa.array(pending, pa.bool_()))
+
+
 def answers(run: Run, requests: ray.data.Dataset, wave: int) -> ray.data.Dataset:
     p3 = run.settings.phase3
     replicas = (p3.actors, p3.max_actors or p3.actors)
@@ -50,7 +62,8 @@ def answers(run: Run, requests: ray.data.Dataset, wave: int) -> ray.data.Dataset
         pool = ray.data.ActorPoolStrategy(min_size=replicas[0], max_size=replicas[1])
         return requests.map_batches(
             Generator, batch_size=p3.batch_requests, batch_format="pyarrow",
-            fn_constructor_kwargs={"engine": p3.engine, "s3": run.settings.s3}, compute=pool,
+            fn_constructor_kwargs={"engine": p3.engine, "s3": run.settings.s3,
+                                   "discriminator": p3.discriminator}, compute=pool,
             **actor_resources(p3.cpus_per_actor, p3.gpus_per_actor, p3.resources))
     from operators.llm_ray import generate, processor
 
@@ -60,14 +73,42 @@ def answers(run: Run, requests: ray.data.Dataset, wave: int) -> ray.data.Dataset
                          resources=p3.resources)
         return generate(ds, proc, p3.engine, columns)
 
-    first = step(requests, REQUEST_SCHEMA.names)
+    columns = REQUEST_SCHEMA.names + [f.name for f in FIRST_STEP_FIELDS]
+    out = step(requests, REQUEST_SCHEMA.names)
     if not p3.builder().chained_share:
-        return first.map_batches(with_first_step, batch_format="pyarrow")
-    rel = f"_work/synth_step1/w{wave:03d}"
-    run.write(first.map_batches(_next_step, batch_format="pyarrow"), rel)
+        out = out.map_batches(with_first_step, batch_format="pyarrow")
+    else:
+        out = _second_step(run, out, f"_work/synth_step1/w{wave:03d}", _next_step,
+                           lambda ds: step(ds, columns))
+    if not p3.discriminator.enabled:
+        return out
+    judged = _second_step(run, out, f"_work/synth_judge/w{wave:03d}", _to_judge,
+                          lambda ds: step(ds, columns + ["judge_stash", "guided_choice"]),
+                          {"discriminator": p3.discriminator})
+    return judged.map_batches(from_judge, batch_format="pyarrow")
+
+
+def _second_step(run: Run, ds, rel: str, prepare, generate, kwargs=None):
+    """Rows → written with the ``pending`` flag ``prepare`` sets; the pending ones through
+    ``generate``, the others past it."""
+    run.write(ds.map_batches(prepare, batch_format="pyarrow", fn_kwargs=kwargs or {}), rel)
     pending = run.read(rel).map_batches(_where, fn_kwargs={"pending": True},
                                         batch_format="pyarrow")
     done = run.read(rel).map_batches(_where, fn_kwargs={"pending": False},
                                      batch_format="pyarrow")
-    second = step(pending, REQUEST_SCHEMA.names + [f.name for f in FIRST_STEP_FIELDS])
-    return done.union(second)
+    return done.union(generate(pending))
+
+
+def _judged(b: pa.Table) -> pa.Table:
+    stage = b.column("removed_stage")
+    ok = pc.or_(pc.is_null(stage), pc.fill_null(pc.equal(stage, JUDGE_STAGE), False))
+    return b.drop_columns(["removed_stage"]).append_column("validated", ok)
+
+
+def discriminator_stats(run: Run) -> dict:
+    """Verdicts per template and language, and the judge against validation (every wave)."""
+    rows = run.read("_work/synth", columns=["template", "lang", "judge_verdict",
+                                            "judge_rule", "removed_stage"], schema=SYNTH_SCHEMA)
+    groups = grouped_sums(rows.map_batches(_judged, batch_format="pyarrow"),
+                          ["template", "lang", "judge_verdict", "judge_rule", "validated"], [])
+    return summarize(groups, run.settings.phase3.discriminator.on_unclear)

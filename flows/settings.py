@@ -18,6 +18,7 @@ from flows.config import SettingsError, build, check_resources
 from operators.annotators import AnnotatorSpec
 from operators.languages import validate_languages
 from operators.llm import EngineConfig
+from operators.judge import DiscriminatorSettings
 from operators.mixture import MixtureSettings
 from operators.prompt_builder import PromptSettings
 from operators.storage import S3Settings
@@ -267,6 +268,11 @@ class Phase3Settings(PromptSettings):
     #: None: no lint criterion); other languages' seeds are not scored (the threshold is
     #: calibrated on pylint's Python scores; oxlint's JavaScript/TypeScript ones differ)
     seed_min_lint: float | None = None
+    #: WaveCoder's discriminator: the engine judges every answer against the rules of
+    #: operators/prompts/discriminator/rules.yaml (or ``template``); a file that passed
+    #: validation and fails a rule goes to the ledger (operators.judge)
+    discriminator: DiscriminatorSettings = dataclasses.field(
+        default_factory=DiscriminatorSettings)
     #: validation: length bounds of a kept file (tokens), truncated answers, parsing
     min_file_tokens: int = 32
     max_file_tokens: int = 4096
@@ -317,6 +323,11 @@ class Phase3Settings(PromptSettings):
         if not 0 < self.top_p <= 1 or self.temperature < 0:
             raise SettingsError("phase3: temperature >= 0 and top_p in (0, 1]")
         self.builder()  # templates exist, weights and line bounds are valid
+        if self.discriminator.enabled:
+            try:
+                self.discriminator.rules()
+            except (ValueError, OSError, KeyError) as exc:
+                raise SettingsError(f"phase3.discriminator: {exc}") from None
 
     def builder(self, wave: int = 0, seed: int = 0):
         from operators.prompt_builder import PromptBuilder

@@ -222,3 +222,43 @@ def apply_verdicts(t: pa.Table, settings: DiscriminatorSettings, rules: Rules) -
                 rule[i], "no clear verdict")[:200]
     return mark_removed(t, pa.array(mask), STAGE, pa.array(reasons, pa.string()),
                         pa.array(details, pa.string()))
+
+
+def summarize(rows: list[dict], on_unclear: str = "keep") -> dict:
+    """The manifest's ``phase3.discriminator`` from grouped counts (``template``, ``lang``,
+    ``judge_verdict``, ``judge_rule``, ``validated``: the answer passed validation;
+    ``count()``): verdicts overall, per rule, template and language (acceptance: the
+    share of judged answers the judge keeps), and the judge against validation."""
+    def blank():
+        return {"judged": 0, "pass": 0, "fail": 0, "unclear": 0}
+
+    total, by_rule, by_t, by_l = blank(), {}, {}, {}
+    agree = {f"{v}_{j}": 0 for v in ("valid", "invalid") for j in ("pass", "fail", "unclear")}
+    for r in rows:
+        verdict, n = r["judge_verdict"], r["count()"]
+        if verdict is None:
+            continue  # not judged: the generation failed or gave no code
+        for d in (total, by_t.setdefault(r["template"], blank()),
+                  by_l.setdefault(r["lang"], blank())):
+            d["judged"] += n
+            d[verdict] += n
+        if verdict == "fail":
+            by_rule[r["judge_rule"]] = by_rule.get(r["judge_rule"], 0) + n
+        agree[f"{'valid' if r['validated'] else 'invalid'}_{verdict}"] += n
+
+    def rate(d):
+        kept = d["pass"] + (d["unclear"] if on_unclear == "keep" else 0)
+        return {**d, "acceptance_rate": round(kept / d["judged"], 4) if d["judged"] else None}
+
+    valid = sum(v for k, v in agree.items() if k.startswith("valid_"))
+    invalid = sum(v for k, v in agree.items() if k.startswith("invalid_"))
+    return {**rate(total), "failed_by_rule": dict(sorted(by_rule.items())),
+            "templates": {k: rate(v) for k, v in sorted(by_t.items())},
+            "languages": {k: rate(v) for k, v in sorted(by_l.items())},
+            "against_validation": {
+                **agree,
+                # of the answers validation kept (they parse, fit, are clean): judged bad
+                "rejects_valid_share": round(agree["valid_fail"] / valid, 4) if valid else None,
+                # of the answers validation rejected: judged good
+                "passes_invalid_share": round(agree["invalid_pass"] / invalid, 4)
+                if invalid else None}}

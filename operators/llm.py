@@ -149,10 +149,14 @@ class VLLMGenerator:
     """``map_batches`` callable: request rows in, the same rows plus
     :data:`GENERATION_SCHEMA` columns out. Loads the engine once per actor."""
 
-    def __init__(self, engine: EngineConfig, s3=None):
+    def __init__(self, engine: EngineConfig, s3=None, discriminator=None):
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.engine = engine
+        #: phase 3's judge (operators.judge), a last step of the same call when enabled
+        self.discriminator = discriminator if discriminator and discriminator.enabled \
+            else None
+        self.rules = self.discriminator.rules() if self.discriminator else None
         self.path = model_dir(engine.model, s3)
         self._build()
 
@@ -182,7 +186,13 @@ class VLLMGenerator:
         if has_next_step(t):
             t, pending = next_step(t)
             t = self._step(t, pending)
-        return with_first_step(t)
+        t = with_first_step(t)
+        if self.discriminator:
+            from operators.judge import from_judge, to_judge
+
+            t, pending = to_judge(t, self.discriminator, self.rules)
+            t = from_judge(self._step(t, pending))
+        return t
 
     def _step(self, table: pa.Table, only: list | None) -> pa.Table:
         """Generates the rows ``only`` marks (all if None); the others keep their
@@ -190,11 +200,14 @@ class VLLMGenerator:
         import json
 
         from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
 
         rows = table.select(REQUEST_COLUMNS).to_pylist()
         n = len(rows)
         stops = (table.column("stop").to_pylist() if "stop" in table.column_names
                  else [None] * n)
+        choices = (table.column("guided_choice").to_pylist()
+                   if "guided_choice" in table.column_names else [None] * n)
         out = {f.name: (table.column(f.name).to_pylist() if f.name in table.column_names
                         else [None] * n) for f in GENERATION_SCHEMA}
         out["model"] = [self.engine.model] * n
@@ -221,7 +234,9 @@ class VLLMGenerator:
             params.append(SamplingParams(
                 temperature=r["temperature"], top_p=r["top_p"], seed=r["sampling_seed"],
                 max_tokens=min(r["max_tokens"], room), stop=stops[i] or None,
-                include_stop_str_in_output=bool(stops[i])))
+                include_stop_str_in_output=bool(stops[i]),
+                structured_outputs=StructuredOutputsParams(choice=choices[i])
+                if choices[i] else None))
         results = self._run(messages, params)
         for i, res in zip(todo, results):
             if isinstance(res, BaseException):

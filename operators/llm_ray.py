@@ -37,12 +37,14 @@ def _plain(v):
 def prepare(row: dict) -> dict:
     """A request row → Ray Data LLM's chat request (the row's own columns travel along)."""
     stop = [str(s) for s in (_plain(row.get("stop")) or [])]
+    params = {"temperature": float(row["temperature"]), "top_p": float(row["top_p"]),
+              "max_tokens": int(row["max_tokens"]), "seed": int(row["sampling_seed"]),
+              "stop": stop or None, "include_stop_str_in_output": bool(stop)}
+    choice = _plain(row.get("guided_choice"))
+    if choice:  # the discriminator's verdicts (operators.judge)
+        params["structured_outputs"] = {"choice": [str(c) for c in choice]}
     return {OUR_ID: row["request_id"], "messages": json.loads(row["messages_json"]),
-            "sampling_params": {"temperature": float(row["temperature"]),
-                                "top_p": float(row["top_p"]),
-                                "max_tokens": int(row["max_tokens"]),
-                                "seed": int(row["sampling_seed"]), "stop": stop or None,
-                                "include_stop_str_in_output": bool(stop)}}
+            "sampling_params": params}
 
 
 def _keep_all(row: dict) -> dict:

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from operators.judge import JUDGE_FIELDS
 from operators.prompt_builder import fence
 from operators.syntax import SyntaxChecker
 from operators.schema import FILE_SCHEMA, conform, live_mask, mark_removed
@@ -54,6 +55,8 @@ SYNTH_FIELDS = [
 #: the first step's whole answer: kept with the work rows (``_work/synth``), not the output
 FIRST_ANSWER = pa.field("first_answer", pa.large_string())
 FIRST_STEP_FIELDS = [FIRST_ANSWER] + SYNTH_FIELDS[-3:]
+#: the discriminator's verdict (null when it is off)
+SYNTH_FIELDS = SYNTH_FIELDS + JUDGE_FIELDS
 SYNTH_SCHEMA = pa.schema(list(FILE_SCHEMA) + SYNTH_FIELDS + [FIRST_ANSWER])
 
 

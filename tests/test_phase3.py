@@ -78,6 +78,38 @@ def test_engine_on_an_actor_answers_and_fails_rows_alone(ray_local):
     ray.kill(gen)
 
 
+
+def test_the_judge_runs_in_the_same_engine_call(ray_local):
+    """The discriminator as the last step of a generator call: one-step and chained
+    (SGCR → SCOR) requests are judged by the same engine, the verdict constrained to PASS
+    or FAIL <rule>; the answers come back unchanged beside the verdict."""
+    from operators.judge import DiscriminatorSettings
+
+    seeds = pa.table({"id": ["a", "b"], "lang": ["Python", "JavaScript"],
+                      "content": ["def add(a, b):\n    return a + b\n" * 4,
+                                  "function add(a, b) {\n  return a + b;\n}\n" * 4],
+                      "n_requests": pa.array([4, 4], pa.int32())})
+    requests = PromptBuilder({"oss_instruct": 1.0, "sgcr": 1.0}, max_tokens=96, seed=3)(seeds)
+    d = DiscriminatorSettings(enabled=True)
+    gen = ray.remote(num_cpus=1)(VLLMGenerator).remote(EngineConfig(), discriminator=d)
+    out = ray.get(gen.__call__.remote(requests)).to_pylist()
+    ray.kill(gen)
+    assert len(out) == requests.num_rows == 8
+    assert {r["template"] for r in out} == {"oss_instruct", "sgcr>scor"}
+    judged = [r for r in out if r["judge_verdict"] is not None]
+    assert judged, [r["answer"] for r in out]
+    rules = d.rules()
+    for r in judged:  # structured outputs: never anything but a listed verdict
+        assert r["judge_verdict"] in ("pass", "fail")
+        assert r["judge_rule"] is None or f"FAIL {r['judge_rule']}" in rules.choices(r["lang"])
+        assert 1 <= r["judge_output_tokens"] <= d.max_tokens
+        assert r["judge_prompt_tokens"] > 100  # the rules, the request and the code
+        assert r["gen_status"] == "ok" and r["answer"]  # the answer itself is back
+        assert "FAIL" not in r["answer"][:5] and "PASS" not in r["answer"][:5]
+    assert all(r["first_answer"] for r in out if r["template"] == "sgcr>scor"
+               and r["gen_status"] == "ok")
+
+
 def test_phase3_in_the_flow(ray_local, stack_corpus, tmp_path):
     root, _ = stack_corpus
     fixed_head(tmp_path / "head.json")  # fixed weights: the real encoder, no training
