@@ -116,6 +116,12 @@ def _phase1_identity(run: Run) -> dict:
             for name in ("ingest", *DEDUP_STAGES)}
 
 
+def keeps_embeddings(run: Run) -> bool:
+    """Whether the files' embeddings are kept (``phase2.embeddings``, or phase 3's coreset
+    needs them): in ``_work/scored``, ``scores/phase2/`` and the selection."""
+    return run.settings.phase2.embeddings or run.settings.phase3.coreset.enabled
+
+
 def score(run: Run) -> dict:
     p2 = run.settings.phase2
     specs, heads, fp = _annotators(run)
@@ -128,11 +134,21 @@ def score(run: Run) -> dict:
     ranges = ({n: tuple(r) for n, r in stored["ranges"].items()} if reuse
               else _ranges(run, specs, heads))
     t = time.time()
+    keep_emb = keeps_embeddings(run)
     if reuse:  # re-selection: the stored scores joined onto the files, no model loaded
         run.detail(f"score: the stored scores of {[s.name for s in specs]} ({SCORES}/)")
         cols = [s.column for s in specs]
         schema = pa.schema([pa.field("id", pa.string())] +
                            [pa.field(c, pa.float32()) for c in cols])
+        if keep_emb:
+            stored_schema = run.read(SCORES).schema()
+            if "embedding" not in stored_schema.names:
+                raise ValueError("phase2.reuse_scores: the stored scores have no embeddings, "
+                                 "which phase 3's coreset needs; score again "
+                                 "(reuse_scores: false)")
+            cols.append("embedding")
+            schema = schema.append(pa.field("embedding",
+                                            stored_schema.base_schema.field("embedding").type))
         scored = phase1_files(run, attach=(run.read(SCORES, columns=["id", *cols]), schema))
         scored = scored.map_batches(combine, fn_kwargs={
             "specs": specs, "ranges": ranges, "weights": weights}, batch_format="pyarrow")
@@ -146,13 +162,15 @@ def score(run: Run) -> dict:
             fn_constructor_kwargs={"specs": specs, "heads": heads, "ranges": ranges,
                                    "weights": weights, "batch_tokens": p2.batch_tokens,
                                    "device": "auto", "threads": p2.threads,
-                                   "precision": p2.precision, "s3": run.settings.s3},
+                                   "precision": p2.precision, "s3": run.settings.s3,
+                                   "embeddings": keep_emb},
             compute=ray.data.ActorPoolStrategy(size=p2.actors),
             **actor_resources(p2.cpus_per_actor, p2.gpus_per_actor, p2.resources))
     run.write(scored, "_work/scored")
     if not reuse:  # every file's scores apart from the text, as Dolma's attributes
         run.write(run.read("_work/scored", columns=["id", "lang", "n_tokens"] +
-                           [s.column for s in specs]), SCORES)
+                           [s.column for s in specs] + (["embedding"] if keep_emb else [])),
+                  SCORES)
         storage.write_bytes(run.fs, run.path(meta_path), json.dumps(
             {"fingerprint": fp, "phase1": identity, "ranges": ranges,
              "annotators": [dataclasses.asdict(s) for s in specs]}, indent=1).encode())
@@ -237,7 +255,8 @@ def select_stage(run: Run) -> dict:
     histograms = {"range": [0.0, top], "bins": report_bins, "threshold": {
         lang: c for lang, c in cut.items() if np.isfinite(c)}, "languages": {
         lang: h["files"].astype(int).tolist() for lang, h in sorted(dist.items())}}
-    files = run.read("_work/scored", columns=FILE_COLS + ["quality"])
+    files = run.read("_work/scored", columns=FILE_COLS + ["quality"] + (
+        ["embedding"] if keeps_embeddings(run) else []))
     chosen = files.map_batches(select, fn_kwargs={"cut": cut}, batch_format="pyarrow")
     run.write(chosen, "_work/selected")
     sel = grouped_sums(run.read("_work/selected", columns=["lang", "n_tokens"]), ["lang"],

@@ -37,6 +37,7 @@ import pyarrow.fs as pafs
 from flows.manifest import grouped_sums
 from flows.near_dedup import near_dedup
 from flows import rewrite
+from flows.coreset import coreset_stage, in_coreset
 from flows.phases import FILE_COLS, require
 from flows.runtime import Run
 from flows.shuffle import (KEY_BLOCK_ROWS, anti_join, block_rows, partition_count, partitioned,
@@ -75,8 +76,8 @@ def _prepare_seeds(t: pa.Table, ops: list) -> pa.Table:
 
 def seeds_stage(run: Run) -> dict:
     """Phase 2's selection as seeds: hashed and signed (the dedup of the outputs compares
-    against them); with ``seed_syntax`` only the files that parse, with ``seed_min_lint``
-    only Python files scoring at least that. A seed left out stays in phase 2: it is not a
+    against them); with ``coreset`` only its files, with ``seed_syntax`` only the files
+    that parse, with ``seed_min_lint`` only Python files scoring at least that. A seed left out stays in phase 2: it is not a
     removal from the data, so it has no ledger row; the manifest counts it by reason."""
     p1, p3 = run.settings.phase1, run.settings.phase3
     ops = [p1.exact_dedup, p1.near_dedup]
@@ -86,6 +87,8 @@ def seeds_stage(run: Run) -> dict:
     if p3.seed_syntax:
         ops.insert(0, dataclasses.replace(p1.syntax, enabled=True))
     seeds = run.read("_work/selected", columns=FILE_COLS)
+    if p3.coreset.enabled:  # only the diversity coreset's files (flows/coreset.py)
+        seeds = in_coreset(run, seeds)
     run.write(seeds.map_batches(_prepare_seeds, fn_kwargs={"ops": ops},
                                 batch_format="pyarrow"), "_work/synth_seeds")
     rows = grouped_sums(run.read("_work/synth_seeds", columns=["lang", "n_tokens"],
@@ -313,6 +316,8 @@ def run_phase3(run: Run) -> dict:
     p3 = s.phase3
     require(run, "select", "3", "2")
     _clear_unfinished(run)
+    if p3.coreset.enabled:
+        run.stage("synth_coreset", coreset_stage)
     run.stage("synth_seeds", seeds_stage)
     seed_files = run.stage_info["synth_seeds"]["files"]
     per_lang = {r["lang"]: r["sum(n_tokens)"] for r in grouped_sums(
@@ -386,4 +391,5 @@ def run_phase3(run: Run) -> dict:
         "templates": templates,
         **({"discriminator": rewrite.discriminator_stats(run)}
            if p3.discriminator.enabled else {}),
+        **({"coreset": run.stage_info["synth_coreset"]} if p3.coreset.enabled else {}),
         "removed": counts["removed"], "conservation": counts["conservation"]}

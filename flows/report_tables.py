@@ -113,6 +113,28 @@ def discriminator_table(m: dict) -> tuple[list[str], list[list]]:
     return head, rows
 
 
+def coreset_table(m: dict) -> tuple[list[str], list[list]]:
+    """Phase 3's seeds: per language, candidates and chosen, and the coverage of the
+    coreset against top-k by quality and random choices of the same size (the mean and
+    max distance of every candidate to its nearest chosen file; lower covers better)."""
+    c = (m.get("phase3") or {}).get("coreset")
+    head = ["language", "candidates", "chosen"] + [
+        f"{name} {stat}" for name in ("coreset", "top_quality", "random")
+        for stat in ("mean", "max")]
+    if not c:
+        return head, []
+    cov = c.get("coverage") or {}
+    rows = []
+    for lang in sorted(c["candidates"]):
+        row = [lang, c["candidates"][lang], c["chosen"].get(lang, 0)]
+        for name in ("coreset", "top_quality", "random"):
+            v = cov.get(name, {}).get(lang) or {}
+            row += [f"{v['mean']:.3f}" if v.get("mean") is not None else "-",
+                    f"{v['max']:.3f}" if v.get("max") is not None else "-"]
+        rows.append(row)
+    return head, rows
+
+
 def schedule_table(m: dict) -> tuple[list[str], list[list]]:
     """The mixture phases in training order: where each starts, its share of the tokens,
     its sources' sampling weights and its token files (documents, tokens with the
@@ -175,6 +197,7 @@ def tables(m: dict) -> list[tuple[str, list[str], list[list]]]:
            ("Budgets", ["phase", "language", "budget", "selected"],
             [list(r) for r in budget_rows(m)]),
            ("Discriminator", *discriminator_table(m)),
+           ("Seed coreset coverage", *coreset_table(m)),
            ("Mixture", *mixture_table(m)),
            ("Mixture by language", *mixture_language_table(m)),
            ("Training schedule and token files", *schedule_table(m)),

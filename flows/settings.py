@@ -18,6 +18,7 @@ from flows.config import SettingsError, build, check_resources
 from operators.annotators import AnnotatorSpec
 from operators.languages import validate_languages
 from operators.llm import EngineConfig
+from operators.coreset import CoresetSettings
 from operators.judge import DiscriminatorSettings
 from operators.mixture import MixtureSettings
 from operators.prompt_builder import PromptSettings
@@ -186,6 +187,9 @@ class Phase2Settings:
     #: a run whose annotators are those of the stored scores (``scores/phase2/``) reads
     #: them instead of scoring again: new budgets or weights re-select without a model
     reuse_scores: bool = True
+    #: keep each file's embedding (its chunks' mean, from the first head annotator) in
+    #: scores/phase2/ and the selection; on whenever phase3.coreset is
+    embeddings: bool = False
     #: the budget as a share of phase-1 tokens (the paper: 12.5B of ~400B), or absolute
     budget_ratio: float = 12.5 / 400
     budget_tokens: int | None = None
@@ -273,6 +277,10 @@ class Phase3Settings(PromptSettings):
     #: validation and fails a rule goes to the ledger (operators.judge)
     discriminator: DiscriminatorSettings = dataclasses.field(
         default_factory=DiscriminatorSettings)
+    #: WaveCoder's diversity seeds: k-center greedy over the files' embeddings picks the
+    #: seeds per language from phase 2's selection (operators.coreset); needs a head
+    #: annotator in phase 2 (its encoder gives the embeddings)
+    coreset: CoresetSettings = dataclasses.field(default_factory=CoresetSettings)
     #: validation: length bounds of a kept file (tokens), truncated answers, parsing
     min_file_tokens: int = 32
     max_file_tokens: int = 4096
@@ -371,6 +379,10 @@ class Settings:
         if todo:
             raise SettingsError(f"phases: {todo} are not implemented yet; "
                                 f"available: {list(self.IMPLEMENTED_PHASES)}")
+        if self.phase3.coreset.enabled and not any(
+                a.kind == "head" for a in self.phase2.annotators):
+            raise SettingsError("phase3.coreset needs a head annotator in phase2.annotators "
+                                "(its encoder embeds the files)")
 
     def public(self) -> dict:
         """All settings as plain data with credentials removed (for manifests and logs)."""

@@ -226,19 +226,48 @@ class QualityScorer:
             raise ValueError(f"head expects {head.weights.shape[0]}-d embeddings, encoder "
                              f"{head.encoder!r} gives {self.encoder.dim}")
 
-    def __call__(self, table: pa.Table) -> pa.Table:
+    def __call__(self, table: pa.Table, embeddings: bool = False) -> pa.Table:
+        """``quality``; with ``embeddings`` also ``embedding``: each file's chunk embeddings
+        averaged and L2-normalised (float16; null for removed rows), the space phase 3's
+        diversity coreset works in."""
         live = (live_mask(table).to_numpy(zero_copy_only=False)
                 if "removed_stage" in table.column_names else np.ones(table.num_rows, bool))
         idx = np.flatnonzero(live)
         quality = np.full(table.num_rows, np.nan)
+        files = np.zeros((table.num_rows, self.encoder.dim), np.float32)
+        has = np.zeros(table.num_rows, bool)
         if len(idx):
             content = table.column("content")
             texts = [content[int(i)].as_py() or "" for i in idx]
             chunks, owners = self.encoder.chunks(texts)
-            scores = self.head.score(self.encoder.embed(chunks)) if chunks else np.zeros(0)
+            emb = self.encoder.embed(chunks) if chunks else np.zeros((0, self.encoder.dim))
+            scores = self.head.score(emb) if chunks else np.zeros(0)
             quality[idx] = average_by_file(scores, owners, len(idx))
+            if embeddings and chunks:
+                owners = np.asarray(owners)
+                np.add.at(files, idx[owners], emb)
+                has[idx[np.unique(owners)]] = True
         col = pa.array(quality.astype(np.float32), mask=np.isnan(quality))
-        return put_column(table, "quality", col)
+        table = put_column(table, "quality", col)
+        if embeddings:
+            table = put_column(table, "embedding", embedding_array(files, has))
+        return table
+
+
+def embedding_array(vectors: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """Rows of ``vectors`` L2-normalised as a ``fixed_size_list<float16>``; null where not
+    ``valid``."""
+    norm = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = np.divide(vectors, norm, out=np.zeros_like(vectors), where=norm > 0)
+    flat = pa.array(unit.astype(np.float16).reshape(-1), pa.float16())
+    return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1], mask=pa.array(~valid))
+
+
+def embedding_matrix(column) -> np.ndarray:
+    """``float32[rows, dim]`` of a fixed-size-list embedding column (no nulls)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    dim = arr.type.list_size
+    return arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
 
 
 class ChunkEmbedder:

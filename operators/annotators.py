@@ -165,11 +165,14 @@ class MultiScorer:
 
     def __init__(self, specs: list[AnnotatorSpec], heads: dict, ranges: dict, weights: dict,
                  device: str = "auto", batch_tokens: int = 16384, s3=None,
-                 threads: int | None = None, precision: str = "auto"):
+                 threads: int | None = None, precision: str = "auto",
+                 embeddings: bool = False):
         from operators.annotate import QualityScorer, set_threads
 
         set_threads(threads)
         self.specs, self.ranges, self.weights = specs, ranges, weights
+        #: the first head annotator's file embeddings as an ``embedding`` column
+        self.embeddings = embeddings
         self.scorers: dict = {}
         for s in specs:
             if s.kind == "head":
@@ -187,11 +190,15 @@ class MultiScorer:
         if len(idx) and any(s.kind == "hf" for s in self.specs):
             content = [c or "" for c in table.column("content").take(pa.array(idx)).to_pylist()]
             langs = table.column("lang").take(pa.array(idx)).to_pylist()
+        embedded = not self.embeddings
         for s in self.specs:
             v = np.full(table.num_rows, np.nan)
             if s.kind == "head":
-                q = self.scorers[s.name](table).column("quality")
-                v = q.to_numpy(zero_copy_only=False).astype(np.float64)
+                scored = self.scorers[s.name](table, embeddings=not embedded)
+                if not embedded:
+                    table, embedded = put_column(table, "embedding",
+                                                 scored.column("embedding")), True
+                v = scored.column("quality").to_numpy(zero_copy_only=False).astype(np.float64)
             elif s.kind == "hf" and content is not None:
                 v[idx] = self.scorers[s.name].score(content, langs)
             elif s.kind == "lint" and "score_lint" in table.column_names:

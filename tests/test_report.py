@@ -32,7 +32,8 @@ def test_report_renders_in_headless_chromium(embedded_run, tmp_path):
     dom = chromium(tmp_path, "--dump-dom", page).stdout
     for section in ("Funnel", "Removal reasons", "Language mix per phase",
                     "Score distributions", "Annotators", "Budgets", "Wall time per stage",
-                    "Mixture", "Training schedule and token files", "Discriminator"):
+                    "Mixture", "Training schedule and token files", "Discriminator",
+                    "Seed coreset coverage"):
         assert f">{section}</h2>" in dom, section
     # numbers from the manifest, as the page shows them
     assert f"{manifest['phase1']['input_rows']:,}" in dom
