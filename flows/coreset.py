@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from flows.manifest import grouped_sums
 from flows.phases import FILE_COLS
 from flows.runtime import Run
-from flows.shuffle import anti_join, partition_count, partitioned
+from flows.shuffle import anti_join, block_rows, partition_count, partitioned
 from operators.annotate import embedding_matrix
 from operators.schema import FILE_SCHEMA, conform, mark_removed
 from operators.coreset import (CELL, add_cells, coverage, merge_coverage, pick,
@@ -30,15 +30,27 @@ OUT = "_work/coreset"
 COLS = ["id", "lang", "quality", "embedding"]
 
 
+#: bytes of candidate rows per shuffle block (a row is mostly its embedding)
+EMBEDDING_BLOCK_BYTES = 8 << 20
+
+
+def _row_bytes(run: Run) -> int:
+    emb = run.read("_work/selected").schema().base_schema.field("embedding").type
+    return 2 * getattr(emb, "list_size", 768) + 96  # float16s, id, language, quality
+
+
 def _live(t: pa.Table) -> pa.Table:
     return t.filter(pc.is_valid(t.column("embedding")))
 
 
-def candidates(run: Run):
+def candidates(run: Run, rows_per_task: int | None = None, total_rows: int | None = None):
+    """Phase 2's selection with its embeddings; ``rows_per_task``: read in tasks of about
+    that many rows (the blocks a shuffle takes; see ``Run.read``)."""
     if "embedding" not in run.read("_work/selected").schema().names:
         raise ValueError("phase3.coreset needs the files' embeddings: phase 2 keeps them "
                          "when phase3.coreset is on; run phase 2 again")
-    return run.read("_work/selected", columns=COLS).map_batches(_live, batch_format="pyarrow")
+    return run.read("_work/selected", columns=COLS, rows_per_task=rows_per_task,
+                    total_rows=total_rows).map_batches(_live, batch_format="pyarrow")
 
 
 def _chosen_embeddings(run: Run, ids: dict[str, set]) -> dict[str, np.ndarray]:
@@ -78,9 +90,13 @@ def coreset_stage(run: Run) -> dict:
     # round 1: a language of a single cell picks its k there and then
     single = {lang: k[lang] for lang in counts if cells[lang] == 1}
     n_parts = partition_count(sum(cells.values()), 1)
-    first = partitioned(candidates(run).map_batches(
+    # rows carry an embedding (2 bytes a dimension): blocks of EMBEDDING_BLOCK_BYTES
+    rows = block_rows(1, _row_bytes(run), EMBEDDING_BLOCK_BYTES)
+    total = run.read("_work/selected", columns=["id"]).count()
+    first = partitioned(candidates(run, rows, total).map_batches(
         add_cells, fn_kwargs={"cells": cells, "seed": seed}, batch_format="pyarrow"),
-        [CELL], min(n_parts, 4096), pick, {"quota": quota, "final": single})
+        [CELL], min(n_parts, 4096), pick, {"quota": quota, "final": single},
+        batch_rows=None)
     run.write(first, "_work/coreset_round1")
     multi = {lang: k[lang] for lang in counts if cells[lang] > 1}
     picked = run.read("_work/coreset_round1")
@@ -89,7 +105,8 @@ def coreset_stage(run: Run) -> dict:
         again = picked.drop_columns(["coreset_rank", "coreset_radius"]).map_batches(
             _only, fn_kwargs={"langs": sorted(multi)}, batch_format="pyarrow").map_batches(
             add_cells, fn_kwargs={"cells": one, "seed": seed}, batch_format="pyarrow")
-        second = partitioned(again, [CELL], len(multi), pick, {"quota": {}, "final": multi})
+        second = partitioned(again, [CELL], len(multi), pick, {"quota": {}, "final": multi},
+                             batch_rows=rows)
         kept = picked.map_batches(_only, fn_kwargs={"langs": sorted(single)},
                                   batch_format="pyarrow")
         run.write(kept.union(second).select_columns(
