@@ -9,7 +9,8 @@ written for and the answer's code), setting the answer's own columns aside; the 
 generates a verdict constrained to ``PASS`` or ``FAIL <rule id>`` (vLLM structured outputs:
 it is always one of them); :func:`from_judge` puts the answer's columns back and records
 ``judge_verdict`` (pass, fail, unclear: the judge failed or said something else),
-``judge_rule`` and the judge's token counts. Validation runs after, as before, and
+``judge_rule`` (for an unclear verdict of a failed judging request: its error) and the
+judge's token counts. Validation runs after, as before, and
 :func:`apply_verdicts` removes the files that passed validation but failed the judge:
 ledger stage ``synth_discriminator``, reason ``failed_<rule id>``, the rule's text as
 detail. The verdict of a file validation rejected stays with it, so the manifest can set
@@ -115,6 +116,18 @@ class Rules:
         return out + [{"role": "user", "content": user}]
 
 
+def _answer_type(name: str) -> pa.DataType:
+    """A generation column's own type (a row that went through Ray Data LLM may come back
+    with, e.g., ``stop`` as a list of non-nullable items)."""
+    from operators.llm import GENERATION_SCHEMA
+    from operators.prompt_builder import REQUEST_SCHEMA
+
+    for schema in (GENERATION_SCHEMA, REQUEST_SCHEMA):
+        if name in schema.names:
+            return schema.field(name).type
+    raise KeyError(name)
+
+
 def _task(messages_json: str, limit: int) -> str:
     """The request's last user message: what the answer was written for."""
     msgs = json.loads(messages_json or "[]")
@@ -153,7 +166,7 @@ def to_judge(t: pa.Table, settings: DiscriminatorSettings, rules: Rules
     out = t
     for c in _ANSWER:
         if c in t.column_names:
-            out = put_column(out, c, pa.array(cols[c], t.schema.field(c).type))
+            out = put_column(out, c, pa.array(cols[c], _answer_type(c)))
     out = put_column(out, "judge_stash", pa.array(stash, pa.large_string()))
     out = put_column(out, "guided_choice", pa.array(choices, pa.list_(pa.string())))
     return out, pending
@@ -173,8 +186,8 @@ def from_judge(t: pa.Table) -> pa.Table:
     n = t.num_rows
     stash = t.column("judge_stash").to_pylist()
     choices = t.column("guided_choice").to_pylist()
-    said = {c: t.column(c).to_pylist() for c in ("answer", "gen_status", "prompt_tokens",
-                                                 "output_tokens")}
+    said = {c: t.column(c).to_pylist() for c in ("answer", "gen_status", "gen_error",
+                                                 "prompt_tokens", "output_tokens")}
     verdict, rule, ptok, otok = [None] * n, [None] * n, [None] * n, [None] * n
     restored = {c: t.column(c).to_pylist() if c in t.column_names else [None] * n
                 for c in _ANSWER}
@@ -183,15 +196,15 @@ def from_judge(t: pa.Table) -> pa.Table:
             continue
         if said["gen_status"][i] == "ok":
             verdict[i], rule[i] = parse_verdict(said["answer"][i], choices[i])
-        else:
-            verdict[i] = "unclear"
+        else:  # the judging request failed: its reason stands in for the rule
+            verdict[i], rule[i] = "unclear", said["gen_error"][i] or "failed"
         ptok[i], otok[i] = said["prompt_tokens"][i], said["output_tokens"][i]
         for c, v in json.loads(stash[i]).items():
             restored[c][i] = v
     out = t.drop_columns(["judge_stash", "guided_choice"])
     for c in _ANSWER:
         if c in out.column_names:
-            out = put_column(out, c, pa.array(restored[c], out.schema.field(c).type))
+            out = put_column(out, c, pa.array(restored[c], _answer_type(c)))
     for f, values in zip(JUDGE_FIELDS, (verdict, rule, ptok, otok)):
         out = put_column(out, f, pa.array(values, f.type))
     return out
@@ -217,9 +230,12 @@ def apply_verdicts(t: pa.Table, settings: DiscriminatorSettings, rules: Rules) -
         if verdict[i] == "fail" or (verdict[i] == "unclear" and
                                     settings.on_unclear == "reject"):
             mask[i] = True
-            reasons[i] = f"failed_{rule[i]}" if rule[i] else "unclear_verdict"
-            details[i] = dict(rules.for_language(langs[i])).get(
-                rule[i], "no clear verdict")[:200]
+            if verdict[i] == "fail":
+                reasons[i] = f"failed_{rule[i]}"
+                details[i] = dict(rules.for_language(langs[i])).get(rule[i], "")[:200]
+            else:
+                reasons[i] = "unclear_verdict"
+                details[i] = f"no clear verdict ({rule[i] or 'unparsed'})"
     return mark_removed(t, pa.array(mask), STAGE, pa.array(reasons, pa.string()),
                         pa.array(details, pa.string()))
 

@@ -117,8 +117,14 @@ def processor(engine: EngineConfig, *, batch_size: int, replicas: tuple[int, int
                            preprocess_map_kwargs=light, postprocess_map_kwargs=light)
 
 
+def _without_model(t: pa.Table) -> pa.Table:
+    return t.drop_columns([c for c in ("model",) if c in t.column_names])
+
+
 def generate(ds, proc, engine: EngineConfig, columns: list[str]):
-    """Request rows (``columns``) → the same rows plus the generation columns."""
-    out = proc(ds)
+    """Request rows (``columns``) → the same rows plus the generation columns. A row that
+    was generated before (a chain's second step, the judge) loses its ``model`` column
+    first: the engine stage reads a row's ``model`` as a LoRA adapter to load."""
+    out = proc(ds.map_batches(_without_model, batch_format="pyarrow", num_cpus=0))
     return out.map_batches(to_generation, batch_format="pyarrow", num_cpus=0, fn_kwargs={
         "columns": columns, "model": engine.model, "max_model_len": engine.max_model_len})

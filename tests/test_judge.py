@@ -96,6 +96,12 @@ def test_judging_requests_set_the_answer_aside_and_put_it_back():
     out = from_judge(judging).to_pylist()
     assert [r["judge_verdict"] for r in out] == ["fail", "pass", None, "unclear"]
     assert [r["judge_rule"] for r in out] == ["R3", None, None, None]
+    failed = judging.set_column(judging.schema.get_field_index("gen_status"), "gen_status",
+                                pa.array(["failed"] * 4, pa.string()))
+    failed = failed.set_column(failed.schema.get_field_index("gen_error"), "gen_error",
+                               pa.array(["engine_error"] * 4, pa.string()))
+    assert [(r["judge_verdict"], r["judge_rule"]) for r in from_judge(failed).to_pylist()][:2] \
+        == [("unclear", "engine_error")] * 2
     assert out[0]["judge_prompt_tokens"] == 700 and out[0]["judge_output_tokens"] == 3
     original = t.to_pylist()
     for a, b in zip(out, original):  # every generation column as it was

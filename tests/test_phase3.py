@@ -141,12 +141,25 @@ def test_phase3_in_the_flow(ray_local, stack_corpus, tmp_path):
                                  if v["budget"] or v["selected_tokens"]} == {"Python"}
     _check_phase3(out, p3)
     # phase 3 again on Ray Data LLM (continuous batching; the chain's second step is a
-    # second processor fed from the first step's written answers)
-    cfg.write_text(cfg.read_text() + "  engine: {backend: ray_data_llm}\n")
+    # second processor fed from the first step's written answers), with the discriminator:
+    # one more processor judges every answer
+    cfg.write_text(cfg.read_text() + "  engine: {backend: ray_data_llm}\n"
+                   "  discriminator: {enabled: true}\n")
     assert main(args + ["--phases", "3"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     _check_phase3(out, manifest["phase3"])
     assert manifest["phase1"]["conservation"]["ok"]
+    d = manifest["phase3"]["discriminator"]
+    docs = pads.dataset(out / "phase3").to_table().to_pylist()
+    assert d["judged"] >= len(docs) and all(x["judge_verdict"] in ("pass", "unclear")
+                                            for x in docs)
+    assert sum(v["judged"] for v in d["templates"].values()) == d["judged"]
+    work = pads.dataset(out / "_work/synth").to_table(
+        columns=["judge_verdict", "judge_output_tokens", "removed_stage"]).to_pylist()
+    judged = [r for r in work if r["judge_verdict"] in ("pass", "fail")]
+    assert judged and all(1 <= r["judge_output_tokens"] <= 8 for r in judged)
+    # no answer the judge failed is kept: validation or the judge removed each
+    assert all(r["removed_stage"] is not None for r in work if r["judge_verdict"] == "fail")
 
 
 def _check_phase3(out, p3):
