@@ -150,11 +150,11 @@ def _mark(t: pa.Table) -> pa.Table:
 def in_coreset(run: Run, seeds):
     """The selection's files with those outside the coreset marked ``not_in_coreset``
     (left out as seeds, still in phase 2): one shuffle by id with the coreset attached."""
-    n = run.read(OUT, columns=["id"]).count()
-    rows = run.read("_work/selected", columns=["id"]).count()
+    n_rows = run.read("_work/selected", columns=["id"]).count()
     schema = pa.schema([FILE_SCHEMA.field(c) for c in FILE_COLS])
     attach = (run.read(OUT, columns=["id", "coreset_rank"]),
               pa.schema([("id", pa.string()), ("coreset_rank", pa.int32())]))
-    joined = anti_join(seeds, [], schema, partition_count(rows + n, 200_000),
-                       batch_rows=None, attach=attach)
+    # rows with their content: partitions sized as phase 3's other joins of file rows
+    n_parts = partition_count(n_rows, run.settings.phase1.grouping.rows_per_partition)
+    joined = anti_join(seeds, [], schema, n_parts, batch_rows=None, attach=attach)
     return joined.map_batches(_mark, batch_format="pyarrow")

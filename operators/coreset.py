@@ -27,9 +27,8 @@ import math
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import xxhash
-
 from operators.annotate import embedding_matrix
+from operators.prompt_builder import hash_unit
 
 CELL = "_cell"
 
@@ -105,17 +104,14 @@ def _order(t: pa.Table) -> np.ndarray:
     """The best file first: highest quality, ties by id hash (deterministic)."""
     q = t.column("quality").to_numpy(zero_copy_only=False).astype(np.float64)
     q = np.nan_to_num(q, nan=-np.inf)
-    h = np.array([xxhash.xxh3_64_intdigest(i.encode()) for i in t.column("id").to_pylist()],
-                 np.uint64)
-    return np.lexsort((h, -q))
+    return np.lexsort((hash_unit(t.column("id").to_pylist(), "coreset:order"), -q))
 
 
 def add_cells(t: pa.Table, *, cells: dict[str, int], seed: int) -> pa.Table:
     """Round 1's cell of each candidate: its language and a hash of its id."""
     langs = t.column("lang").to_pylist()
-    ids = t.column("id").to_pylist()
-    out = [f"{lang}\x1f{xxhash.xxh3_64_intdigest(f'{seed}:{i}'.encode()) % cells[lang]}"
-           for lang, i in zip(langs, ids)]
+    draw = hash_unit(t.column("id").to_pylist(), f"{seed}:coreset:cell")
+    out = [f"{lang}\x1f{int(u * cells[lang])}" for lang, u in zip(langs, draw)]
     return t.append_column(CELL, pa.array(out, pa.string()))
 
 
@@ -199,8 +195,7 @@ def top_k_keys(t: pa.Table, *, k: dict[str, int], by: str, seed: int = 0) -> pa.
         key = -np.nan_to_num(t.column("quality").to_numpy(zero_copy_only=False)
                              .astype(np.float64), nan=-np.inf)
     else:
-        key = np.array([xxhash.xxh3_64_intdigest(f"{seed}:random:{i}".encode())
-                        for i in ids], np.float64)
+        key = hash_unit(ids, f"{seed}:coreset:random")
     out = pa.table({"lang": t.column("lang"), "id": t.column("id"),
                     "key": pa.array(key, pa.float64())})
     keep = []

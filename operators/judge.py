@@ -210,17 +210,10 @@ def from_judge(t: pa.Table) -> pa.Table:
     return out
 
 
-def with_judge_fields(t: pa.Table) -> pa.Table:
-    for f in JUDGE_FIELDS:
-        if f.name not in t.column_names:
-            t = t.append_column(f, pa.nulls(t.num_rows, f.type))
-    return t
-
-
 def apply_verdicts(t: pa.Table, settings: DiscriminatorSettings, rules: Rules) -> pa.Table:
     """Files that passed validation and failed the judge (or, with ``on_unclear: reject``,
-    got no clear verdict) become ledger tombstones of stage ``synth_discriminator``."""
-    t = with_judge_fields(t)
+    got no clear verdict) become ledger tombstones of stage ``synth_discriminator``.
+    ``t``: validated rows (:data:`operators.synth.SYNTH_SCHEMA`, verdict columns included)."""
     verdict = t.column("judge_verdict").to_pylist()
     rule = t.column("judge_rule").to_pylist()
     langs = t.column("lang").to_pylist()
