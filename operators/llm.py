@@ -19,6 +19,7 @@ with a reason; an engine that dies is rebuilt once and the batch retried.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import threading
 import time
@@ -119,6 +120,18 @@ class EngineConfig:
     backend: str = "actor"
     #: Ray Data LLM: batches in flight per replica
     max_concurrent_batches: int = 4
+    #: the actor backend: vLLM's engine core in the actor's own process
+    #: (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) instead of a process of its own, for runs
+    #: that must repeat phase 3's answers exactly. Every request of a batch is queued before
+    #: the first step, so a batch gets the same answers from run to run and engine to
+    #: engine (a separate core starts stepping while requests still arrive: the answers
+    #: move a little from run to run), and on the CPU build the engine starts in ~10 s
+    #: instead of ~25 (no engine-core and worker processes re-importing torch and vLLM).
+    #: Off by default: the engine then shares the actor's interpreter lock with Ray's own
+    #: threads, and under Ray Data's actor pool the CPU build generates ~20% slower
+    #: (``benchmarks/results/synth_in_process.md``); on GPUs a separate core also overlaps
+    #: scheduling and output processing with the model's steps
+    in_process: bool = False
 
     def __post_init__(self):
         if self.max_model_len < 64 or self.tensor_parallel_size < 1:
@@ -140,6 +153,43 @@ class EngineConfig:
             kw["distributed_executor_backend"] = "mp"
         return kw | self.extra
 
+    def prepare_process(self) -> None:
+        """Sets up the calling process to build :meth:`llm_kwargs`' engine: the CPU build
+        takes every core it may run on (as its own worker process would: Ray starts a
+        worker with ``OMP_NUM_THREADS`` at the actor's CPU count), and ``in_process`` keeps
+        the engine core here."""
+        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if self.in_process else "1"
+        threads = self.cpu_threads()
+        if threads:
+            # read by OpenMP when torch loads (a thread started later starts with it), and
+            # by vLLM, which keeps torch's threads when it is set and sets 1 if not
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+            self.claim_threads()
+
+    def cpu_threads(self) -> int:
+        """The OpenMP threads an in-process engine on the CPU build runs with: every core
+        the process may use, less vLLM's reserved ones (0 if not in process or on a GPU)."""
+        if not self.in_process:
+            return 0
+        from vllm.platforms import current_platform
+
+        if not current_platform.is_cpu():
+            return 0
+        reserved = int(os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "0"))
+        return max(1, len(os.sched_getaffinity(0)) - reserved)
+
+    def claim_threads(self) -> None:
+        """OpenMP's thread count is per calling thread: an in-process CPU engine runs its
+        steps in the thread that calls it (Ray Data calls an actor from a thread of its
+        own, which would start with Ray's ``OMP_NUM_THREADS`` of the actor's CPUs)."""
+        threads = self.cpu_threads()
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+
 
 def _short(exc: BaseException, limit: int = 500) -> str:
     return f"{type(exc).__name__}: {exc}"[:limit]
@@ -150,8 +200,7 @@ class VLLMGenerator:
     :data:`GENERATION_SCHEMA` columns out. Loads the engine once per actor."""
 
     def __init__(self, engine: EngineConfig, s3=None, discriminator=None):
-        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        engine.prepare_process()
         self.engine = engine
         #: phase 3's judge (operators.judge), a last step of the same call when enabled
         self.discriminator = discriminator if discriminator and discriminator.enabled \
@@ -163,6 +212,14 @@ class VLLMGenerator:
     def _build(self) -> None:
         from vllm import LLM
 
+        old, self.llm = getattr(self, "llm", None), None
+        if old is not None:  # an engine in this process holds its KV cache until shut down
+            try:
+                old.llm_engine.engine_core.shutdown()
+            except Exception:  # noqa: BLE001 - a dead core's resources are gone already
+                pass
+            del old
+            gc.collect()
         t = time.time()
         self.llm = LLM(**self.engine.llm_kwargs(self.path))
         self.tokenizer = self.llm.get_tokenizer()
@@ -178,6 +235,7 @@ class VLLMGenerator:
         return len(ids)
 
     def _generate(self, messages: list, params: list) -> list:
+        self.engine.claim_threads()
         return self.llm.chat(messages, params, use_tqdm=False)
 
     def __call__(self, table: pa.Table) -> pa.Table:
@@ -261,17 +319,27 @@ class VLLMGenerator:
         try:
             return self._generate(messages, params)
         except Exception as exc:  # noqa: BLE001 - fall back to one request at a time
-            if _engine_dead(exc):
+            if self._unusable(exc):
                 self._build()
         results: list = []
         for m, p in zip(messages, params):
             try:
                 results.append(self._generate([m], [p])[0])
             except Exception as exc:  # noqa: BLE001
-                if _engine_dead(exc):
+                if self._unusable(exc):
                     self._build()
                 results.append(exc)
         return results
+
+    def _unusable(self, exc: BaseException) -> bool:
+        """The engine died, or (in process) a failed call left requests inside it that
+        the next call would collect as its own."""
+        if _engine_dead(exc):
+            return True
+        try:
+            return bool(self.llm.llm_engine.has_unfinished_requests())
+        except Exception:  # noqa: BLE001 - an engine that cannot answer is rebuilt
+            return True
 
 
 def _engine_dead(exc: BaseException) -> bool:

@@ -31,7 +31,8 @@ class PoisonedGenerator(VLLMGenerator):
 
 
 def test_engine_on_an_actor_answers_and_fails_rows_alone(ray_local):
-    engine = EngineConfig(max_model_len=512)
+    # the engine core in the actor's process (the other tests run it in its own)
+    engine = EngineConfig(max_model_len=512, in_process=True)
     seeds = pa.table({"id": ["a", "b"], "lang": ["Python", "Go"],
                       "content": ["def add(a, b):\n    return a + b\n",
                                   "package main\n" + ("// " + "padding " * 60 + "\n") * 40],
@@ -76,6 +77,12 @@ def test_engine_on_an_actor_answers_and_fails_rows_alone(ray_local):
         assert r["answer"][m.end(3):] in ("", "\n") and r["finish_reason"] == "stop"
         assert extract_code(r["answer"], "Python")[1] == "fenced"
     ray.kill(gen)
+    # with the engine core in the actor's process (engine.in_process) the schedule is
+    # fixed, so a fresh engine gives the same 9-request batch the same answers
+    fresh = ray.remote(num_cpus=1)(VLLMGenerator).remote(engine)
+    assert [r["answer"] for r in ray.get(fresh.__call__.remote(longer)).to_pylist()] == [
+        r["answer"] for r in answers]
+    ray.kill(fresh)
 
 
 
