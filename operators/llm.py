@@ -18,6 +18,7 @@ with a reason; an engine that dies is rebuilt once and the batch retried.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import os
@@ -163,8 +164,9 @@ class EngineConfig:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if self.in_process else "1"
         threads = self.cpu_threads()
         if threads:
-            # read by OpenMP when torch loads (a thread started later starts with it), and
-            # by vLLM, which keeps torch's threads when it is set and sets 1 if not
+            # for vLLM, which keeps torch's threads when this is set and sets 1 if not.
+            # OpenMP read it when torch loaded (cpu_threads imports it), so the count is
+            # set in the calling thread as well
             os.environ["OMP_NUM_THREADS"] = str(threads)
             self.claim_threads()
 
@@ -214,10 +216,8 @@ class VLLMGenerator:
 
         old, self.llm = getattr(self, "llm", None), None
         if old is not None:  # an engine in this process holds its KV cache until shut down
-            try:
+            with contextlib.suppress(Exception):  # a dead core's are gone already
                 old.llm_engine.engine_core.shutdown()
-            except Exception:  # noqa: BLE001 - a dead core's resources are gone already
-                pass
             del old
             gc.collect()
         t = time.time()
